@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Writes .local/env: the addresses and credentials of the running local platform, as
+# KEY=value lines that `set -a; source .local/env` and tests read.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+{
+  echo "# written by make up; the local platform's addresses"
+  echo "KUBECONFIG=$LOCAL/kubeconfig"
+  echo "KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT"
+  echo "DATABASE_URL=postgres://millrace:millrace@127.0.0.1:$PG_PORT/millrace"
+  echo "MILLRACE_PODS_DIR=$LOCAL/pods"
+  echo "MILLRACE_BIN_DIR=$CARGO_TARGET_DIR/debug"
+  echo "PATH=$BIN:\$PATH"
+} >"$LOCAL/env.tmp"
+mv "$LOCAL/env.tmp" "$LOCAL/env"

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# `make test`: static checks, unit tests, then the local platform up and every integration and
+# end-to-end test against it. Ends with one summary line "N passed, M failed".
+# Usage: run-tests.sh all|static|unit|platform
+set -uo pipefail
+source "$(dirname "$0")/platform/lib.sh"
+cd "$ROOT"
+
+mode="${1:-all}"
+passed=0 failed=0 failed_phases=()
+results="$LOCAL/test-results"; mkdir -p "$results"
+
+# run_phase NAME COMMAND... : runs a phase, keeps its output, tallies cargo's result lines.
+run_phase() {
+  local name="$1"; shift
+  local log="$results/$name.log" start=$SECONDS
+  step "$name: $*"
+  "$@" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  local p f
+  p=$(grep -hoE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+  f=$(grep -hoE '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+  passed=$((passed + p)); failed=$((failed + f))
+  if (( rc != 0 )); then
+    failed_phases+=("$name")
+    (( f == 0 )) && failed=$((failed + 1))   # a phase that failed outside a test counts once
+  fi
+  info "$name: exit $rc, $p passed, $f failed, $((SECONDS - start))s"
+  return 0
+}
+
+static() {
+  bash "$ROOT/e2e/platform/install-deps.sh"
+  run_phase fmt cargo fmt --all -- --check
+  run_phase clippy cargo clippy --workspace --all-targets --all-features -- -D warnings
+}
+
+unit() {
+  run_phase unit cargo test --workspace --all-features --lib --bins
+}
+
+platform() {
+  run_phase platform-up bash "$ROOT/e2e/platform/up.sh"
+  if [[ " ${failed_phases[*]} " == *" platform-up "* ]]; then return 0; fi
+  set -a; source "$LOCAL/env"; set +a
+  run_phase integration cargo test --workspace --all-features --test '*'
+}
+
+started=$SECONDS
+case "$mode" in
+  all) static; unit; platform ;;
+  static) static ;;
+  unit) unit ;;
+  platform) platform ;;
+  *) die "usage: $0 all|static|unit|platform" ;;
+esac
+
+echo
+if (( ${#failed_phases[@]} )); then info "failed phases: ${failed_phases[*]} (logs in ${results#$ROOT/}/)"; fi
+info "total $((SECONDS - started))s"
+echo "$passed passed, $failed failed"
+(( ${#failed_phases[@]} == 0 ))
