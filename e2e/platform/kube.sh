@@ -190,12 +190,15 @@ cmd_up() {
   step "kube-controller-manager on $KCM_URL"
   check_port kube-controller-manager "$KCM_PORT"
   mkdir -p "$KUBE/controller-manager"
+  # The Endpoints/EndpointSlice controllers are off: Pods here have loopback IPs, which the
+  # apiserver refuses in endpoint addresses, so they would only fail and emit Warning events
+  # forever. The pod runner resolves Services from Pods itself (docs/pod-runner.md).
   # No --authentication/--authorization-kubeconfig: delegated authn would look for a
   # request-header CA the apiserver does not have (error spam); /healthz is always allowed.
   start_daemon kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig "$KCM_KUBECONFIG" \
     --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --cert-dir "$KUBE/controller-manager" \
-    --controllers '*' \
+    --controllers '*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller' \
     --use-service-account-credentials=true \
     --service-account-private-key-file "$PKI/sa.key" \
     --root-ca-file "$PKI/ca.crt" \
