@@ -12,14 +12,15 @@ use rdkafka::TopicPartitionList;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer, DefaultProducerContext};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 const PARTITIONS: i32 = 3;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn bootstrap() -> String {
-    std::env::var("KAFKA_BOOTSTRAP")
-        .expect("KAFKA_BOOTSTRAP is not set: run `make up` and `set -a; source .local/env` (make test does both)")
+    std::env::var("KAFKA_BOOTSTRAP").expect(
+        "KAFKA_BOOTSTRAP is not set: run `make up` and `set -a; source .local/env` (make test does both)",
+    )
 }
 
 fn unique(prefix: &str) -> String {
@@ -80,7 +81,10 @@ fn read_all_committed(topic: &str) -> Vec<String> {
         if caught_up {
             return seen;
         }
-        assert!(Instant::now() < deadline, "consumer did not reach the high watermarks {high:?} in {TIMEOUT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "consumer did not reach the high watermarks {high:?} in {TIMEOUT:?}"
+        );
     }
 }
 

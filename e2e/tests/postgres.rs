@@ -23,8 +23,9 @@ async fn migrations_apply_and_the_schema_works(pool: PgPool) {
 
 #[tokio::test]
 async fn database_url_reaches_the_millrace_database() {
-    let url = std::env::var("DATABASE_URL")
-        .expect("DATABASE_URL is not set: run `make up` and `set -a; source .local/env` (make test does both)");
+    let url = std::env::var("DATABASE_URL").expect(
+        "DATABASE_URL is not set: run `make up` and `set -a; source .local/env` (make test does both)",
+    );
     let pool = PgPool::connect(&url).await.expect("connect with DATABASE_URL");
     let (database, version): (String, String) =
         sqlx::query_as("SELECT current_database(), current_setting('server_version')")
