@@ -34,5 +34,8 @@ test-platform: ## integration and e2e tests against the running platform
 build: ## build every binary (debug)
 	@bash -c 'source e2e/platform/lib.sh && cargo build --workspace --all-features --bins'
 
+crds: ## regenerate charts/millrace/crds/ from the Rust types
+	@bash -c 'source e2e/platform/lib.sh && cargo run -q -p millrace-crds --bin crdgen -- --out-dir charts/millrace/crds'
+
 bench: ## benchmarks (docs/benchmarks.md)
 	@bash e2e/bench.sh
