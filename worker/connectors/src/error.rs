@@ -1,0 +1,44 @@
+//! Connector errors, with the table or resource they concern.
+
+use arrow::error::ArrowError;
+use rdkafka::error::KafkaError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("table '{table}': {message}")]
+    Options { table: String, message: String },
+    #[error("{context}: {source}")]
+    Kafka {
+        context: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{context}: {source}")]
+    Arrow {
+        context: String,
+        #[source]
+        source: ArrowError,
+    },
+    #[error("{0}")]
+    Delivery(String),
+    #[error("connector thread {0} panicked")]
+    Panicked(String),
+}
+
+impl ConnectorError {
+    pub(crate) fn arrow(context: impl Into<String>) -> impl FnOnce(ArrowError) -> Self {
+        let context = context.into();
+        move |source| ConnectorError::Arrow { context, source }
+    }
+
+    pub(crate) fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> Self {
+        let context = context.into();
+        move |source| ConnectorError::Kafka { context, source }
+    }
+}

@@ -1,0 +1,219 @@
+//! Millrace's connectors: where rows come from and go to. Sources decode records into Arrow
+//! batches of a table's schema and hand them to the runtime as [`SourceEvent`]s over a
+//! bounded channel; sinks drain record batches from one and encode them. Records that cannot
+//! be decoded never stop a job: they go to the table's dead-letter topic or are dropped, and
+//! are counted either way.
+//!
+//! Every connector runs on its own thread (Kafka clients and file I/O block), so the async
+//! runtime that drives operators never waits on I/O. This crate knows nothing of SQL or
+//! DataFusion.
+
+mod error;
+mod file;
+pub mod format;
+mod generator;
+mod kafka;
+mod memory;
+mod metrics;
+pub mod options;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use millrace_types::SourceEvent;
+use tokio::sync::mpsc;
+
+pub use error::ConnectorError;
+pub use format::{DecodedBatch, RecordDecoder, RecordEncoder, RecordRef};
+pub use memory::{MemoryRecord, MemorySink, MemorySourceConfig};
+pub use metrics::ConnectorMetrics;
+pub use options::{BadRecordPolicy, Format, SinkConnector, SourceConnector, StartupMode};
+
+/// A column filled from record metadata rather than the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataField {
+    Timestamp,
+    Partition,
+    Offset,
+}
+
+/// What a connector needs to know about its table.
+#[derive(Debug, Clone)]
+pub struct ConnectorTable {
+    pub name: String,
+    /// The columns the connector fills (payload and metadata), in table order.
+    pub schema: SchemaRef,
+    pub metadata: Vec<(usize, MetadataField)>,
+    /// `WITH (…)` options as written.
+    pub options: BTreeMap<String, String>,
+}
+
+/// Asks connector threads to stop (unbounded sources run until told).
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(Arc<AtomicBool>);
+
+impl StopSignal {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A running connector thread.
+pub struct ConnectorThread {
+    pub name: String,
+    handle: JoinHandle<Result<(), ConnectorError>>,
+}
+
+impl ConnectorThread {
+    fn spawn(
+        name: String,
+        work: impl FnOnce() -> Result<(), ConnectorError> + Send + 'static,
+    ) -> Result<Self, ConnectorError> {
+        let handle = std::thread::Builder::new()
+            .name(name.chars().take(15).collect())
+            .spawn(work)
+            .map_err(|e| ConnectorError::Io { context: format!("starting thread {name}"), source: e })?;
+        Ok(Self { name, handle })
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Waits for the thread (call from a blocking context, e.g. `spawn_blocking`).
+    pub fn join(self) -> Result<(), ConnectorError> {
+        self.handle.join().unwrap_or_else(|_| Err(ConnectorError::Panicked(self.name)))
+    }
+}
+
+/// Starts `parallelism` instances of a source; instance `i` feeds receiver `i`.
+pub fn start_source(
+    table: &ConnectorTable,
+    connector: SourceConnector,
+    parallelism: usize,
+    channel_capacity: usize,
+    metrics: &ConnectorMetrics,
+    stop: &StopSignal,
+) -> Result<(Vec<mpsc::Receiver<SourceEvent>>, Vec<ConnectorThread>), ConnectorError> {
+    let mut receivers = Vec::with_capacity(parallelism);
+    let mut threads = Vec::with_capacity(parallelism);
+    for subtask in 0..parallelism {
+        let (tx, rx) = mpsc::channel(channel_capacity);
+        receivers.push(rx);
+        let name = format!("src-{}-{subtask}", table.name);
+        let ctx = SourceContext {
+            table: table.clone(),
+            subtask,
+            parallelism,
+            out: tx,
+            metrics: metrics.clone(),
+            stop: stop.clone(),
+        };
+        let thread = match connector.clone() {
+            SourceConnector::Kafka(config) => {
+                ConnectorThread::spawn(name, move || kafka::run_source(config, ctx))?
+            }
+            SourceConnector::Generator(config) => {
+                ConnectorThread::spawn(name, move || generator::run_source(config, ctx))?
+            }
+            SourceConnector::File(config) => {
+                ConnectorThread::spawn(name, move || file::run_source(config, ctx))?
+            }
+            SourceConnector::Memory(config) => {
+                ConnectorThread::spawn(name, move || memory::run_source(config, ctx))?
+            }
+        };
+        threads.push(thread);
+    }
+    Ok((receivers, threads))
+}
+
+/// Starts `instances` sink instances; sender `i` feeds instance `i`.
+pub fn start_sink(
+    table: &ConnectorTable,
+    connector: SinkConnector,
+    instances: usize,
+    channel_capacity: usize,
+    metrics: &ConnectorMetrics,
+) -> Result<(Vec<mpsc::Sender<RecordBatch>>, Vec<ConnectorThread>), ConnectorError> {
+    let mut senders = Vec::with_capacity(instances);
+    let mut threads = Vec::with_capacity(instances);
+    for subtask in 0..instances {
+        let (tx, rx) = mpsc::channel(channel_capacity);
+        senders.push(tx);
+        let name = format!("sink-{}-{subtask}", table.name);
+        let ctx = SinkContext { table: table.clone(), subtask, input: rx, metrics: metrics.clone() };
+        let thread = match connector.clone() {
+            SinkConnector::Kafka(config) => {
+                ConnectorThread::spawn(name, move || kafka::run_sink(config, ctx))?
+            }
+            SinkConnector::Stdout(format) => {
+                ConnectorThread::spawn(name, move || file::run_stdout_sink(format, ctx))?
+            }
+            SinkConnector::File(config) => {
+                ConnectorThread::spawn(name, move || file::run_file_sink(config, ctx))?
+            }
+            SinkConnector::Memory(sink) => ConnectorThread::spawn(name, move || memory::run_sink(sink, ctx))?,
+        };
+        threads.push(thread);
+    }
+    Ok((senders, threads))
+}
+
+/// What a source instance works with.
+pub(crate) struct SourceContext {
+    pub table: ConnectorTable,
+    pub subtask: usize,
+    pub parallelism: usize,
+    pub out: mpsc::Sender<SourceEvent>,
+    pub metrics: ConnectorMetrics,
+    pub stop: StopSignal,
+}
+
+impl SourceContext {
+    /// Sends an event; `false` once the runtime has gone away (stop quietly).
+    pub fn emit(&self, event: SourceEvent) -> bool {
+        if let SourceEvent::Batch { batch, .. } = &event {
+            self.metrics
+                .records_in
+                .get_or_create(&self.metrics.labels(&self.table.name))
+                .inc_by(batch.num_rows() as u64);
+        }
+        self.out.blocking_send(event).is_ok()
+    }
+
+    /// Counts (and logs) records that were dropped per the table's policy.
+    pub fn dropped(&self, count: usize, reason: &str) {
+        if count > 0 {
+            tracing::warn!(table = %self.table.name, count, reason, "dropping undecodable records");
+            self.metrics
+                .dead_lettered
+                .get_or_create(&self.metrics.dlq_labels(&self.table.name, "dropped"))
+                .inc_by(count as u64);
+        }
+    }
+}
+
+/// What a sink instance works with.
+pub(crate) struct SinkContext {
+    pub table: ConnectorTable,
+    pub subtask: usize,
+    pub input: mpsc::Receiver<RecordBatch>,
+    pub metrics: ConnectorMetrics,
+}
+
+impl SinkContext {
+    pub fn written(&self, rows: usize, bytes: usize) {
+        let labels = self.metrics.labels(&self.table.name);
+        self.metrics.records_out.get_or_create(&labels).inc_by(rows as u64);
+        self.metrics.bytes_out.get_or_create(&labels).inc_by(bytes as u64);
+    }
+}

@@ -1,0 +1,316 @@
+//! Typed connector configuration from a table's `WITH (…)` options. Unknown keys are errors,
+//! so a typo never silently falls back to a default.
+//!
+//! | connector | options |
+//! | --- | --- |
+//! | `kafka` (source) | `topic`, `bootstrap_servers` (default: `$KAFKA_BOOTSTRAP`), `format` = `raw`\|`json`, `group_id`, `scan_startup_mode` = `earliest`\|`latest`\|`committed`, `dlq_topic`, `bad_records` = `dlq`\|`drop`, `batch_size`, `properties.<librdkafka key>` |
+//! | `kafka` (sink) | `topic`, `bootstrap_servers`, `format`, `properties.<key>` |
+//! | `generator` (source) | `count`, `rows_per_second`, `min`, `max`, `seed`, `batch_size` |
+//! | `file` | `path`, `format` (a source reads one record per line; a sink writes one per line) |
+//! | `stdout` (sink) | `format` |
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::memory::{MemorySink, MemorySourceConfig};
+use crate::{ConnectorError, ConnectorTable};
+
+/// How a record's bytes map to a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The whole value is the text of the table's single payload column (cast to its type).
+    Raw,
+    /// The value is a JSON object whose fields are the payload columns.
+    Json,
+}
+
+/// Where a Kafka source starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartupMode {
+    Earliest,
+    Latest,
+    /// The group's committed offsets (earliest where there are none).
+    Committed,
+}
+
+/// What happens to a record that cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadRecordPolicy {
+    DeadLetterTopic(String),
+    Drop,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSourceConfig {
+    pub bootstrap_servers: String,
+    pub topic: String,
+    pub group_id: String,
+    pub startup: StartupMode,
+    pub format: Format,
+    pub bad_records: BadRecordPolicy,
+    pub batch_size: usize,
+    pub properties: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSinkConfig {
+    pub bootstrap_servers: String,
+    pub topic: String,
+    pub format: Format,
+    pub properties: Vec<(String, String)>,
+}
+
+/// Random rows: integers uniformly in `[min, max]`, floats in `[min, max)`, text, and the
+/// current time for timestamps.
+#[derive(Debug, Clone)]
+pub struct GeneratorConfig {
+    /// Rows per instance; `None` runs until stopped.
+    pub count: Option<u64>,
+    /// Rows per second per instance; `None` is as fast as possible.
+    pub rows_per_second: Option<f64>,
+    pub min: i64,
+    pub max: i64,
+    pub seed: u64,
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct FileConfig {
+    pub path: PathBuf,
+    pub format: Format,
+}
+
+/// A configured source.
+#[derive(Debug, Clone)]
+pub enum SourceConnector {
+    Kafka(KafkaSourceConfig),
+    Generator(GeneratorConfig),
+    File(FileConfig),
+    /// Records given in memory (tests, embedding).
+    Memory(MemorySourceConfig),
+}
+
+/// A configured sink.
+#[derive(Debug, Clone)]
+pub enum SinkConnector {
+    Kafka(KafkaSinkConfig),
+    Stdout(Format),
+    File(FileConfig),
+    /// Collects batches in memory (tests, embedding).
+    Memory(MemorySink),
+}
+
+struct Options<'a> {
+    table: &'a str,
+    values: BTreeMap<String, String>,
+}
+
+impl<'a> Options<'a> {
+    fn new(table: &'a ConnectorTable) -> Self {
+        Self { table: &table.name, values: table.options.clone() }
+    }
+
+    fn error(&self, message: impl Into<String>) -> ConnectorError {
+        ConnectorError::Options { table: self.table.to_string(), message: message.into() }
+    }
+
+    fn take(&mut self, key: &str) -> Option<String> {
+        self.values.remove(key)
+    }
+
+    fn required(&mut self, key: &str) -> Result<String, ConnectorError> {
+        self.take(key).ok_or_else(|| self.error(format!("option '{key}' is required")))
+    }
+
+    fn parsed<T: std::str::FromStr>(&mut self, key: &str) -> Result<Option<T>, ConnectorError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| self.error(format!("option '{key}' has an invalid value '{v}'"))),
+        }
+    }
+
+    fn format(&mut self) -> Result<Format, ConnectorError> {
+        match self.take("format").as_deref() {
+            None | Some("raw") => Ok(Format::Raw),
+            Some("json") => Ok(Format::Json),
+            Some(other) => {
+                Err(self.error(format!("format '{other}' is not supported (use 'raw' or 'json')")))
+            }
+        }
+    }
+
+    fn bootstrap(&mut self, default: Option<&str>) -> Result<String, ConnectorError> {
+        match (self.take("bootstrap_servers"), default) {
+            (Some(v), _) => Ok(v),
+            (None, Some(d)) => Ok(d.to_string()),
+            (None, None) => {
+                Err(self.error("option 'bootstrap_servers' is required (or set KAFKA_BOOTSTRAP)"))
+            }
+        }
+    }
+
+    fn properties(&mut self) -> Vec<(String, String)> {
+        let keys: Vec<String> =
+            self.values.keys().filter(|k| k.starts_with("properties.")).cloned().collect();
+        keys.into_iter()
+            .filter_map(|k| self.values.remove(&k).map(|v| (k["properties.".len()..].to_string(), v)))
+            .collect()
+    }
+
+    fn finish(self) -> Result<(), ConnectorError> {
+        match self.values.keys().next() {
+            None => Ok(()),
+            Some(key) => Err(self.error(format!("unknown option '{key}'"))),
+        }
+    }
+}
+
+impl SourceConnector {
+    /// Reads a source table's options. `default_bootstrap` fills a missing
+    /// `bootstrap_servers` (the platform's Kafka).
+    pub fn from_table(
+        table: &ConnectorTable,
+        default_bootstrap: Option<&str>,
+    ) -> Result<Self, ConnectorError> {
+        let mut o = Options::new(table);
+        let connector = o.required("connector")?;
+        let parsed = match connector.as_str() {
+            "kafka" => {
+                let topic = o.required("topic")?;
+                let bootstrap_servers = o.bootstrap(default_bootstrap)?;
+                let format = o.format()?;
+                let group_id = o.take("group_id").unwrap_or_else(|| format!("millrace-{}", table.name));
+                let startup = match o.take("scan_startup_mode").as_deref() {
+                    None | Some("committed") => StartupMode::Committed,
+                    Some("earliest") => StartupMode::Earliest,
+                    Some("latest") => StartupMode::Latest,
+                    Some(other) => {
+                        return Err(o.error(format!(
+                            "scan_startup_mode '{other}' is not one of earliest, latest, committed"
+                        )));
+                    }
+                };
+                let dlq = o.take("dlq_topic");
+                let bad_records = match (o.take("bad_records").as_deref(), dlq) {
+                    (None | Some("dlq"), Some(topic)) => BadRecordPolicy::DeadLetterTopic(topic),
+                    (None | Some("drop"), None) => BadRecordPolicy::Drop,
+                    (Some("drop"), Some(_)) => {
+                        return Err(o.error("bad_records = 'drop' contradicts dlq_topic"));
+                    }
+                    (Some("dlq"), None) => return Err(o.error("bad_records = 'dlq' needs dlq_topic")),
+                    (Some(other), _) => {
+                        return Err(o.error(format!("bad_records '{other}' is not one of dlq, drop")));
+                    }
+                };
+                let batch_size = o.parsed("batch_size")?.unwrap_or(1024);
+                let properties = o.properties();
+                SourceConnector::Kafka(KafkaSourceConfig {
+                    bootstrap_servers,
+                    topic,
+                    group_id,
+                    startup,
+                    format,
+                    bad_records,
+                    batch_size,
+                    properties,
+                })
+            }
+            "generator" => {
+                let config = GeneratorConfig {
+                    count: o.parsed("count")?,
+                    rows_per_second: o.parsed("rows_per_second")?,
+                    min: o.parsed("min")?.unwrap_or(0),
+                    max: o.parsed("max")?.unwrap_or(100),
+                    seed: o.parsed("seed")?.unwrap_or(42),
+                    batch_size: o.parsed("batch_size")?.unwrap_or(1024),
+                };
+                if config.min > config.max {
+                    return Err(o.error("generator min must not exceed max"));
+                }
+                SourceConnector::Generator(config)
+            }
+            "file" => {
+                SourceConnector::File(FileConfig { path: o.required("path")?.into(), format: o.format()? })
+            }
+            other => {
+                return Err(o.error(format!("'{other}' is not a source connector (kafka, generator, file)")));
+            }
+        };
+        o.finish()?;
+        Ok(parsed)
+    }
+}
+
+impl SinkConnector {
+    pub fn from_table(
+        table: &ConnectorTable,
+        default_bootstrap: Option<&str>,
+    ) -> Result<Self, ConnectorError> {
+        let mut o = Options::new(table);
+        let connector = o.required("connector")?;
+        let parsed = match connector.as_str() {
+            "kafka" => SinkConnector::Kafka(KafkaSinkConfig {
+                topic: o.required("topic")?,
+                bootstrap_servers: o.bootstrap(default_bootstrap)?,
+                format: o.format()?,
+                properties: o.properties(),
+            }),
+            "stdout" => SinkConnector::Stdout(o.format()?),
+            "file" => {
+                SinkConnector::File(FileConfig { path: o.required("path")?.into(), format: o.format()? })
+            }
+            other => return Err(o.error(format!("'{other}' is not a sink connector (kafka, stdout, file)"))),
+        };
+        o.finish()?;
+        Ok(parsed)
+    }
+
+    /// A sink that collects into `sink`.
+    pub fn memory(sink: MemorySink) -> Self {
+        SinkConnector::Memory(sink)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn table(options: &[(&str, &str)]) -> ConnectorTable {
+        ConnectorTable {
+            name: "input".into(),
+            schema: Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)])),
+            metadata: Vec::new(),
+            options: options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn kafka_source_options_are_typed_and_strict() {
+        let t = table(&[
+            ("connector", "kafka"),
+            ("topic", "in"),
+            ("dlq_topic", "dlq"),
+            ("scan_startup_mode", "earliest"),
+        ]);
+        let SourceConnector::Kafka(k) =
+            SourceConnector::from_table(&t, Some("localhost:9092")).expect("valid")
+        else {
+            panic!("not kafka")
+        };
+        assert_eq!(k.bad_records, BadRecordPolicy::DeadLetterTopic("dlq".into()));
+        assert_eq!(k.startup, StartupMode::Earliest);
+        assert_eq!(k.group_id, "millrace-input");
+        let typo = table(&[("connector", "kafka"), ("topic", "in"), ("fromat", "raw")]);
+        let err = SourceConnector::from_table(&typo, Some("b")).expect_err("typo");
+        assert!(err.to_string().contains("unknown option 'fromat'"), "{err}");
+        let no_bootstrap = table(&[("connector", "kafka"), ("topic", "in")]);
+        assert!(SourceConnector::from_table(&no_bootstrap, None).is_err());
+    }
+}

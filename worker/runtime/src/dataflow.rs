@@ -1,0 +1,159 @@
+//! The streaming dataflow plan the SQL planner produces and the executor runs: a source,
+//! then stages of chained operators joined by exchanges. One stage instance runs per
+//! parallel subtask; a stage's operators run chained in one task (no channel between them).
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion_physical_expr::PhysicalExpr;
+
+use crate::error::OperatorError;
+use crate::operator::Operator;
+use crate::operators::{
+    FilterOperator, OverRowsOperator, OverRowsSpec, ProjectionOperator, WindowAggregateOperator,
+    WindowAggregateSpec,
+};
+
+/// Which column carries time, and how watermarks follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeAttribute {
+    /// No time attribute: windows are not allowed; watermarks only at end of input.
+    None,
+    /// Event time from a column (any timestamp type), with bounded out-of-orderness. A
+    /// partition silent for `idle_timeout_ms` stops holding the watermark back.
+    EventTime { column: usize, max_out_of_orderness_ms: i64, idle_timeout_ms: Option<i64> },
+    /// Processing time: the runtime stamps this column (the table's last) with the wall
+    /// clock when a batch enters the dataflow; watermarks follow the clock.
+    ProcessingTime { column: usize },
+}
+
+/// The source table as the runtime sees it.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub table: String,
+    /// The table's full schema, processing-time column (if any) last.
+    pub schema: SchemaRef,
+    pub time: TimeAttribute,
+}
+
+/// How rows travel from one stage to the next.
+#[derive(Clone)]
+pub enum Exchange {
+    /// Subtask i feeds subtask i (same parallelism, no reshuffle).
+    Forward,
+    /// Rows go to the subtask owning the key group of these key expressions.
+    Hash(Vec<Arc<dyn PhysicalExpr>>),
+    /// Every row goes to the single instance of the next stage (global windows).
+    Single,
+}
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exchange::Forward => write!(f, "forward"),
+            Exchange::Hash(keys) => write!(f, "hash({} keys)", keys.len()),
+            Exchange::Single => write!(f, "single"),
+        }
+    }
+}
+
+/// One operator of a stage, as planned.
+#[derive(Clone)]
+pub enum OperatorSpec {
+    Filter(Arc<dyn PhysicalExpr>),
+    Projection { exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef },
+    WindowAggregate(WindowAggregateSpec),
+    OverRows { spec: OverRowsSpec, partition_types: Vec<DataType> },
+}
+
+impl OperatorSpec {
+    /// A fresh operator instance for one subtask.
+    pub fn instantiate(&self) -> Result<Box<dyn Operator>, OperatorError> {
+        Ok(match self {
+            OperatorSpec::Filter(predicate) => Box::new(FilterOperator::new(Arc::clone(predicate))),
+            OperatorSpec::Projection { exprs, schema } => {
+                Box::new(ProjectionOperator::new(exprs.clone(), Arc::clone(schema)))
+            }
+            OperatorSpec::WindowAggregate(spec) => Box::new(WindowAggregateOperator::try_new(spec.clone())?),
+            OperatorSpec::OverRows { spec, partition_types } => {
+                Box::new(OverRowsOperator::try_new(spec.clone(), partition_types.clone())?)
+            }
+        })
+    }
+
+    /// A one-line description for `explain` output and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            OperatorSpec::Filter(p) => format!("filter {p}"),
+            OperatorSpec::Projection { exprs, .. } => {
+                format!("projection [{}]", exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "))
+            }
+            OperatorSpec::WindowAggregate(spec) => format!(
+                "window_aggregate {:?} keys={} aggregates=[{}]",
+                spec.assigner,
+                spec.keys.len(),
+                spec.aggregates.iter().map(|a| a.name().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            OperatorSpec::OverRows { spec, .. } => format!(
+                "over_rows partition_by={} functions=[{}]",
+                spec.partition_by.len(),
+                spec.functions
+                    .iter()
+                    .map(|f| format!("{} preceding={:?}", f.aggregate.name(), f.preceding))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+/// Operators chained in one task, fed by `input`.
+#[derive(Clone, Debug)]
+pub struct Stage {
+    /// How rows reach this stage from the previous one (ignored for the first stage, which
+    /// reads the source).
+    pub input: Exchange,
+    pub operators: Vec<OperatorSpec>,
+}
+
+impl std::fmt::Debug for OperatorSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// A whole job's dataflow.
+#[derive(Clone, Debug)]
+pub struct Dataflow {
+    pub source: SourceSpec,
+    pub stages: Vec<Stage>,
+    /// The schema of the rows the last stage emits (the sink table's schema).
+    pub output_schema: SchemaRef,
+}
+
+impl Dataflow {
+    /// The parallelism of stage `index` when the job runs with `parallelism`.
+    pub fn stage_parallelism(&self, index: usize, parallelism: usize) -> usize {
+        match self.stages.get(index).map(|s| &s.input) {
+            Some(Exchange::Single) if index > 0 => 1,
+            _ => parallelism,
+        }
+    }
+
+    /// The parallelism of the sink (that of the last stage).
+    pub fn sink_parallelism(&self, parallelism: usize) -> usize {
+        self.stage_parallelism(self.stages.len().saturating_sub(1), parallelism)
+    }
+
+    /// A human-readable plan, one stage per line.
+    pub fn explain(&self) -> String {
+        let mut out = format!("source {} time={:?}\n", self.source.table, self.source.time);
+        for (i, stage) in self.stages.iter().enumerate() {
+            out.push_str(&format!("stage {i} input={:?}\n", stage.input));
+            for op in &stage.operators {
+                out.push_str(&format!("  {}\n", op.describe()));
+            }
+        }
+        out
+    }
+}

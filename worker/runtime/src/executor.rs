@@ -1,0 +1,541 @@
+//! Runs a [`Dataflow`] in one process: one tokio task per stage subtask, operators chained
+//! inside it, bounded channels between stages (a full channel makes the sender wait, so a
+//! slow sink backpressures the sources), watermarks merged as the minimum over inputs.
+//!
+//! The executor owns tasks and channels only; connectors feed it [`SourceEvent`]s and drain
+//! record batches, so it knows nothing about Kafka or files.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrow::array::{ArrayRef, AsArray, TimestampMillisecondArray, UInt32Array};
+use arrow::compute::{cast, take_record_batch};
+use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+use arrow::record_batch::RecordBatch;
+use datafusion_common::hash_utils::{RandomState, create_hashes};
+use millrace_types::{KeyGroup, SourceEvent, StreamMessage, SubtaskIndex, Watermark, subtask_for_key_group};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::dataflow::{Dataflow, Exchange, SourceSpec, TimeAttribute};
+use crate::error::{OperatorError, RuntimeError};
+use crate::metrics::{OperatorLabels, RuntimeMetrics};
+use crate::operator::{Operator, OperatorContext};
+use crate::watermarks::{InputWatermarks, PartitionWatermarks};
+
+/// How a dataflow runs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub parallelism: usize,
+    /// Key groups (Flink's maxParallelism).
+    pub max_parallelism: u32,
+    /// Capacity, in messages (batches), of every channel between stages.
+    pub channel_capacity: usize,
+    /// How often processing-time watermarks advance while no rows arrive.
+    pub processing_time_tick: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            parallelism: 1,
+            max_parallelism: millrace_types::DEFAULT_MAX_PARALLELISM,
+            channel_capacity: 16,
+            processing_time_tick: Duration::from_millis(100),
+        }
+    }
+}
+
+/// The connectors' ends: one source receiver per first-stage subtask, one sink sender per
+/// last-stage subtask (see [`Dataflow::sink_parallelism`]).
+pub struct DataflowIo {
+    pub sources: Vec<mpsc::Receiver<SourceEvent>>,
+    pub sinks: Vec<mpsc::Sender<RecordBatch>>,
+}
+
+type Envelope = (usize, StreamMessage);
+
+/// Runs `dataflow` until every source has ended (bounded input) or a task fails.
+pub async fn run_dataflow(
+    dataflow: &Dataflow,
+    io: DataflowIo,
+    options: &RunOptions,
+    metrics: &RuntimeMetrics,
+) -> Result<(), RuntimeError> {
+    let p = options.parallelism;
+    if p == 0 || p > options.max_parallelism as usize {
+        return Err(RuntimeError::InvalidDataflow(format!(
+            "parallelism {p} must be between 1 and maxParallelism {}",
+            options.max_parallelism
+        )));
+    }
+    if dataflow.stages.is_empty() {
+        return Err(RuntimeError::InvalidDataflow("a dataflow needs at least one stage".into()));
+    }
+    if io.sources.len() != p || io.sinks.len() != dataflow.sink_parallelism(p) {
+        return Err(RuntimeError::InvalidDataflow(format!(
+            "expected {p} sources and {} sinks, got {} and {}",
+            dataflow.sink_parallelism(p),
+            io.sources.len(),
+            io.sinks.len()
+        )));
+    }
+
+    // Channels into every stage after the first: one receiver per subtask.
+    let mut inputs: Vec<Vec<Option<mpsc::Receiver<Envelope>>>> = vec![Vec::new()];
+    let mut input_senders: Vec<Vec<mpsc::Sender<Envelope>>> = vec![Vec::new()];
+    for k in 1..dataflow.stages.len() {
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..dataflow.stage_parallelism(k, p))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(options.channel_capacity);
+                (tx, Some(rx))
+            })
+            .unzip();
+        inputs.push(rxs);
+        input_senders.push(txs);
+    }
+
+    let mut tasks = JoinSet::new();
+    let mut sinks = io.sinks.into_iter();
+    let mut sources = io.sources.into_iter();
+    for (k, stage) in dataflow.stages.iter().enumerate() {
+        let parallelism = dataflow.stage_parallelism(k, p);
+        for j in 0..parallelism {
+            let chain = Chain::new(dataflow, k, j, parallelism, metrics)?;
+            let output = if k + 1 == dataflow.stages.len() {
+                let sink =
+                    sinks.next().ok_or_else(|| RuntimeError::InvalidDataflow("missing sink".into()))?;
+                Output::Sink(sink)
+            } else {
+                let next = &dataflow.stages[k + 1].input;
+                let targets = match next {
+                    Exchange::Forward => vec![input_senders[k + 1][j].clone()],
+                    Exchange::Hash(_) | Exchange::Single => input_senders[k + 1].clone(),
+                };
+                let me = if matches!(next, Exchange::Forward) { 0 } else { j };
+                Output::Exchange {
+                    exchange: next.clone(),
+                    me,
+                    targets,
+                    max_parallelism: options.max_parallelism,
+                }
+            };
+            let labels = RuntimeMetrics::labels(format!("s{k}"));
+            let mut task = StageTask { chain, output, metrics: metrics.clone(), labels };
+            if k == 0 {
+                let source =
+                    sources.next().ok_or_else(|| RuntimeError::InvalidDataflow("missing source".into()))?;
+                let spec = dataflow.source.clone();
+                let tick = options.processing_time_tick;
+                tasks.spawn(async move { task.run_source(spec, source, tick).await });
+            } else {
+                let senders = match stage.input {
+                    Exchange::Forward => 1,
+                    Exchange::Hash(_) | Exchange::Single => dataflow.stage_parallelism(k - 1, p),
+                };
+                let rx = inputs[k][j]
+                    .take()
+                    .ok_or_else(|| RuntimeError::InvalidDataflow("input reused".into()))?;
+                tasks.spawn(async move { task.run_exchange_input(rx, senders).await });
+            }
+        }
+    }
+    // Only the tasks hold senders now, so channels close when their upstream finishes.
+    drop(input_senders);
+
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tasks.abort_all();
+                return Err(err);
+            }
+            Err(err) => {
+                tasks.abort_all();
+                return Err(RuntimeError::Task(err.to_string()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The operators of one stage subtask, chained.
+struct Chain {
+    operators: Vec<(Box<dyn Operator>, OperatorContext, OperatorLabels)>,
+    subtask: usize,
+    metrics: RuntimeMetrics,
+}
+
+impl Chain {
+    fn new(
+        dataflow: &Dataflow,
+        stage: usize,
+        subtask: usize,
+        parallelism: usize,
+        metrics: &RuntimeMetrics,
+    ) -> Result<Self, RuntimeError> {
+        let mut operators = Vec::new();
+        for spec in &dataflow.stages[stage].operators {
+            let operator = spec.instantiate().map_err(|source| RuntimeError::Operator {
+                operator: "instantiate",
+                subtask,
+                source,
+            })?;
+            let labels = RuntimeMetrics::labels(format!("s{stage}.{}", operator.name()));
+            let ctx = OperatorContext {
+                subtask: SubtaskIndex(subtask),
+                parallelism,
+                watermark: Watermark::MIN,
+                late_records: metrics.late_records.get_or_create(&labels).clone(),
+            };
+            operators.push((operator, ctx, labels));
+        }
+        let mut chain = Self { operators, subtask, metrics: metrics.clone() };
+        for (operator, ctx, _) in &mut chain.operators {
+            operator.on_start(ctx).map_err(|source| RuntimeError::Operator {
+                operator: operator.name(),
+                subtask,
+                source,
+            })?;
+        }
+        Ok(chain)
+    }
+
+    fn fail(&self, operator: &dyn Operator, source: OperatorError) -> RuntimeError {
+        RuntimeError::Operator { operator: operator.name(), subtask: self.subtask, source }
+    }
+
+    /// Pushes `input` through every operator; `watermark` (if any) reaches each operator
+    /// after the rows its upstream emitted for it.
+    fn run(
+        &mut self,
+        input: Vec<RecordBatch>,
+        watermark: Option<Watermark>,
+        close: bool,
+    ) -> Result<Vec<RecordBatch>, RuntimeError> {
+        let mut current = input;
+        for i in 0..self.operators.len() {
+            let mut next = Vec::new();
+            let (operator, ctx, labels) = &mut self.operators[i];
+            let rows_in: usize = current.iter().map(|b| b.num_rows()).sum();
+            self.metrics.records_in.get_or_create(labels).inc_by(rows_in as u64);
+            let mut result = Ok(());
+            for batch in current {
+                result = operator.process_batch(batch, ctx, &mut next);
+                if result.is_err() {
+                    break;
+                }
+            }
+            if result.is_ok()
+                && let Some(w) = watermark
+            {
+                ctx.watermark = w;
+                result = operator.handle_watermark(w, ctx, &mut next);
+            }
+            if result.is_ok() && close {
+                result = operator.on_close(ctx, &mut next);
+            }
+            if let Err(source) = result {
+                let operator = &self.operators[i].0;
+                return Err(self.fail(operator.as_ref(), source));
+            }
+            let rows_out: usize = next.iter().map(|b| b.num_rows()).sum();
+            self.metrics.records_out.get_or_create(&self.operators[i].2).inc_by(rows_out as u64);
+            current = next;
+        }
+        Ok(current)
+    }
+}
+
+/// Where a stage subtask's output goes.
+enum Output {
+    Sink(mpsc::Sender<RecordBatch>),
+    Exchange { exchange: Exchange, me: usize, targets: Vec<mpsc::Sender<Envelope>>, max_parallelism: u32 },
+}
+
+/// One running stage subtask.
+struct StageTask {
+    chain: Chain,
+    output: Output,
+    metrics: RuntimeMetrics,
+    labels: OperatorLabels,
+}
+
+/// The downstream is gone (its task failed or the job is stopping); stop quietly, the
+/// failing task reports the cause.
+struct Disconnected;
+
+impl StageTask {
+    async fn run_source(
+        &mut self,
+        spec: SourceSpec,
+        mut source: mpsc::Receiver<SourceEvent>,
+        tick: Duration,
+    ) -> Result<(), RuntimeError> {
+        let mut partitions = match spec.time {
+            TimeAttribute::EventTime { max_out_of_orderness_ms, idle_timeout_ms, .. } => {
+                Some(PartitionWatermarks::new(
+                    max_out_of_orderness_ms,
+                    idle_timeout_ms.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                ))
+            }
+            _ => None,
+        };
+        let idle_timeouts = matches!(spec.time, TimeAttribute::EventTime { idle_timeout_ms: Some(_), .. });
+        let proctime = match spec.time {
+            TimeAttribute::ProcessingTime { column } => Some(column),
+            _ => None,
+        };
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let event = tokio::select! {
+                event = source.recv() => event,
+                _ = ticker.tick(), if proctime.is_some() || idle_timeouts => {
+                    // Time passes without input: processing time moves on, and partitions
+                    // may have become idle.
+                    let watermark = match partitions.as_mut() {
+                        Some(p) => p.advance(Instant::now()),
+                        None => Some(Watermark(now_ms() - 1)),
+                    };
+                    if watermark.is_some() && self.step(Vec::new(), watermark, false).await.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            let step = match event {
+                Some(SourceEvent::Assigned(assigned)) => {
+                    if assigned.is_empty() && proctime.is_none() {
+                        // Nothing to read, ever (more instances than partitions): do not hold
+                        // back the watermark downstream.
+                        self.step(Vec::new(), Some(Watermark::MAX), false).await
+                    } else {
+                        if let Some(p) = partitions.as_mut() {
+                            p.assign(&assigned, Instant::now());
+                        }
+                        Ok(())
+                    }
+                }
+                Some(SourceEvent::Batch { partition, batch }) => {
+                    let (batch, watermark) = match (proctime, partitions.as_mut(), spec.time) {
+                        (Some(column), _, _) => {
+                            let now = now_ms();
+                            (stamp_processing_time(&spec, batch, column, now)?, Some(Watermark(now - 1)))
+                        }
+                        (None, Some(p), TimeAttribute::EventTime { column, .. }) => {
+                            if let Some(max) = max_event_time(&batch, column)? {
+                                p.observe(partition, max, Instant::now());
+                            }
+                            (batch, p.advance(Instant::now()))
+                        }
+                        _ => (batch, None),
+                    };
+                    self.step(vec![batch], watermark, false).await
+                }
+                Some(SourceEvent::End) | None => {
+                    if self.step(Vec::new(), Some(Watermark::MAX), true).await.is_ok() {
+                        self.end().await;
+                    }
+                    return Ok(());
+                }
+            };
+            match step {
+                Ok(()) => {}
+                Err(StepError::Disconnected) => return Ok(()),
+                Err(StepError::Failed(err)) => return Err(err),
+            }
+        }
+    }
+
+    async fn run_exchange_input(
+        &mut self,
+        mut input: mpsc::Receiver<Envelope>,
+        senders: usize,
+    ) -> Result<(), RuntimeError> {
+        let mut watermarks = InputWatermarks::new(senders);
+        while let Some((sender, message)) = input.recv().await {
+            let step = match message {
+                StreamMessage::Batch(batch) => self.step(vec![batch], None, false).await,
+                StreamMessage::Watermark(w) => match watermarks.update(sender, w) {
+                    Some(merged) => self.step(Vec::new(), Some(merged), false).await,
+                    None => Ok(()),
+                },
+                StreamMessage::EndOfStream => {
+                    if watermarks.end(sender) {
+                        if self.step(Vec::new(), None, true).await.is_ok() {
+                            self.end().await;
+                        }
+                        return Ok(());
+                    }
+                    Ok(())
+                }
+            };
+            match step {
+                Ok(()) => {}
+                Err(StepError::Disconnected) => return Ok(()),
+                Err(StepError::Failed(err)) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs input through the chain and sends the result (then the watermark) downstream.
+    async fn step(
+        &mut self,
+        input: Vec<RecordBatch>,
+        watermark: Option<Watermark>,
+        close: bool,
+    ) -> Result<(), StepError> {
+        let output = self.chain.run(input, watermark, close).map_err(StepError::Failed)?;
+        if let Some(w) = watermark
+            && w != Watermark::MAX
+        {
+            self.metrics.watermark_ms.get_or_create(&self.labels).set(w.0);
+            self.metrics.watermark_lag_ms.get_or_create(&self.labels).set(now_ms().saturating_sub(w.0));
+        }
+        let started = Instant::now();
+        let sent = self.send(output, watermark).await;
+        let waited = started.elapsed().as_secs_f64();
+        self.metrics.backpressured_seconds.get_or_create(&self.labels).inc_by(waited);
+        sent
+    }
+
+    async fn send(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        watermark: Option<Watermark>,
+    ) -> Result<(), StepError> {
+        match &self.output {
+            Output::Sink(sink) => {
+                for batch in batches {
+                    sink.send(batch).await.map_err(|_| StepError::Disconnected)?;
+                }
+            }
+            Output::Exchange { exchange, me, targets, max_parallelism } => {
+                for batch in batches {
+                    route(exchange, *me, targets, *max_parallelism, batch).await?;
+                }
+                if let Some(w) = watermark {
+                    for target in targets {
+                        target
+                            .send((*me, StreamMessage::Watermark(w)))
+                            .await
+                            .map_err(|_| StepError::Disconnected)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn end(&mut self) {
+        if let Output::Exchange { me, targets, .. } = &self.output {
+            for target in targets {
+                // A closed target has already stopped; nothing to tell it.
+                let _ = target.send((*me, StreamMessage::EndOfStream)).await;
+            }
+        }
+        // Dropping the sink sender tells the sink to flush and finish.
+        self.output =
+            Output::Exchange { exchange: Exchange::Forward, me: 0, targets: Vec::new(), max_parallelism: 1 };
+    }
+}
+
+enum StepError {
+    Disconnected,
+    Failed(RuntimeError),
+}
+
+impl From<Disconnected> for StepError {
+    fn from(_: Disconnected) -> Self {
+        StepError::Disconnected
+    }
+}
+
+impl From<RuntimeError> for StepError {
+    fn from(err: RuntimeError) -> Self {
+        StepError::Failed(err)
+    }
+}
+
+fn exchange_error(source: OperatorError) -> StepError {
+    StepError::Failed(RuntimeError::Operator { operator: "exchange", subtask: 0, source })
+}
+
+async fn route(
+    exchange: &Exchange,
+    me: usize,
+    targets: &[mpsc::Sender<Envelope>],
+    max_parallelism: u32,
+    batch: RecordBatch,
+) -> Result<(), StepError> {
+    let keys = match exchange {
+        Exchange::Hash(keys) if targets.len() > 1 => keys,
+        _ => {
+            let target = targets.first().ok_or(Disconnected)?;
+            return target.send((me, StreamMessage::Batch(batch))).await.map_err(|_| StepError::Disconnected);
+        }
+    };
+    let rows = batch.num_rows();
+    let columns = keys
+        .iter()
+        .map(|k| k.evaluate(&batch).and_then(|v| v.into_array(rows)))
+        .collect::<Result<Vec<ArrayRef>, _>>()
+        .map_err(|e| exchange_error(e.into()))?;
+    let mut hashes = vec![0u64; rows];
+    create_hashes(&columns, &RandomState::with_seed(0), &mut hashes).map_err(|e| exchange_error(e.into()))?;
+    let mut per_target: Vec<Vec<u32>> = vec![Vec::new(); targets.len()];
+    for (row, hash) in hashes.iter().enumerate() {
+        let subtask =
+            subtask_for_key_group(KeyGroup::of_hash(*hash, max_parallelism), targets.len(), max_parallelism)
+                .map_err(|e| exchange_error(OperatorError::Invalid(e.to_string())))?;
+        per_target[subtask.0].push(row as u32);
+    }
+    for (target, indices) in targets.iter().zip(per_target) {
+        if indices.is_empty() {
+            continue;
+        }
+        let part =
+            take_record_batch(&batch, &UInt32Array::from(indices)).map_err(|e| exchange_error(e.into()))?;
+        target.send((me, StreamMessage::Batch(part))).await.map_err(|_| StepError::Disconnected)?;
+    }
+    Ok(())
+}
+
+/// Appends the processing-time column (the table's last) to a batch from the connector.
+fn stamp_processing_time(
+    spec: &SourceSpec,
+    batch: RecordBatch,
+    column: usize,
+    now: i64,
+) -> Result<RecordBatch, RuntimeError> {
+    let invalid = |source: OperatorError| RuntimeError::Operator { operator: "source", subtask: 0, source };
+    let field = spec.schema.field(column);
+    let stamp: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![now; batch.num_rows()]));
+    let stamp = if field.data_type() == stamp.data_type() {
+        stamp
+    } else {
+        cast(&stamp, field.data_type()).map_err(|e| invalid(e.into()))?
+    };
+    let mut columns = batch.columns().to_vec();
+    columns.push(stamp);
+    RecordBatch::try_new(Arc::clone(&spec.schema), columns).map_err(|e| invalid(e.into()))
+}
+
+/// The highest event time in a batch, if any row has one.
+fn max_event_time(batch: &RecordBatch, column: usize) -> Result<Option<i64>, RuntimeError> {
+    let invalid = |source: OperatorError| RuntimeError::Operator { operator: "source", subtask: 0, source };
+    let array = batch.column(column);
+    let ms = DataType::Timestamp(TimeUnit::Millisecond, None);
+    let array = if array.data_type() == &ms {
+        Arc::clone(array)
+    } else {
+        cast(array, &ms).map_err(|e| invalid(e.into()))?
+    };
+    Ok(arrow::compute::max(array.as_primitive::<TimestampMillisecondType>()))
+}

@@ -1,0 +1,21 @@
+//! The Millrace dataflow runtime: operators on Arrow `RecordBatch`es behind one
+//! [`Operator`] trait, chained per stage, connected by bounded channels (backpressure),
+//! with event-time and processing-time watermarks and window operators.
+//!
+//! This crate evaluates DataFusion physical expressions and accumulators but never parses or
+//! plans SQL (that is `millrace-sql`), and never talks to Kafka (that is
+//! `millrace-connectors`).
+
+pub mod dataflow;
+mod error;
+pub mod executor;
+pub mod metrics;
+mod operator;
+pub mod operators;
+pub mod watermarks;
+
+pub use dataflow::{Dataflow, Exchange, OperatorSpec, SourceSpec, Stage, TimeAttribute};
+pub use error::{OperatorError, RuntimeError};
+pub use executor::{DataflowIo, RunOptions, run_dataflow};
+pub use metrics::RuntimeMetrics;
+pub use operator::{Operator, OperatorContext, StateScope, StateTable};

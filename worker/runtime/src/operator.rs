@@ -1,0 +1,87 @@
+//! The one operator trait. Every streaming operator implements [`Operator`]: a required
+//! [`Operator::process_batch`] and lifecycle hooks with sensible defaults, modelled on Flink's
+//! operator lifecycle. Operators are synchronous and work on whole Arrow batches; the
+//! executor owns channels, tasks and the async runtime.
+
+use arrow::record_batch::RecordBatch;
+use millrace_types::{CheckpointId, SubtaskIndex, Watermark};
+use prometheus_client::metrics::counter::Counter;
+
+use crate::error::OperatorError;
+
+/// What an operator knows about where it runs.
+#[derive(Debug, Clone)]
+pub struct OperatorContext {
+    pub subtask: SubtaskIndex,
+    pub parallelism: usize,
+    /// The last watermark this operator has seen (rows at or below it are late).
+    pub watermark: Watermark,
+    /// Rows dropped because they arrived after their window closed.
+    pub late_records: Counter,
+}
+
+/// How an operator's state is partitioned; decides how it is redistributed on rescale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateScope {
+    /// One entry per key, grouped by key group.
+    KeyGroups,
+    /// One value for the whole operator instance (global windows run with parallelism 1).
+    Instance,
+}
+
+/// A state table an operator declares, so checkpoints and rescaling know what to move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateTable {
+    pub name: &'static str,
+    pub scope: StateScope,
+}
+
+/// A streaming operator on Arrow record batches.
+pub trait Operator: Send {
+    /// A short name for logs, metrics and errors.
+    fn name(&self) -> &'static str;
+
+    /// The state this operator keeps between batches.
+    fn state_tables(&self) -> Vec<StateTable> {
+        Vec::new()
+    }
+
+    /// Called once before the first message.
+    fn on_start(&mut self, _ctx: &OperatorContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Processes one batch, pushing any output batches to `out`.
+    fn process_batch(
+        &mut self,
+        batch: RecordBatch,
+        ctx: &OperatorContext,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<(), OperatorError>;
+
+    /// Called when the watermark advances, before it is forwarded downstream; time-driven
+    /// operators emit what the watermark completes.
+    fn handle_watermark(
+        &mut self,
+        _watermark: Watermark,
+        _ctx: &OperatorContext,
+        _out: &mut Vec<RecordBatch>,
+    ) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Called on checkpoint barrier alignment; snapshot the declared state tables here.
+    fn handle_checkpoint(&mut self, _checkpoint: CheckpointId) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Called when a checkpoint is complete everywhere (two-phase-commit sinks commit here).
+    fn handle_commit(&mut self, _checkpoint: CheckpointId) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Called once after the last message (end of a bounded input or shutdown).
+    fn on_close(&mut self, _ctx: &OperatorContext, _out: &mut Vec<RecordBatch>) -> Result<(), OperatorError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,140 @@
+//! Planning tests: the seed jobs plan into the expected dataflows, and bad SQL fails with the
+//! right line and column.
+
+use millrace_runtime::{Exchange, OperatorSpec, TimeAttribute};
+
+use crate::plan_job;
+
+fn seed(name: &str) -> String {
+    let path = format!("{}/../../examples/seed/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+#[test]
+fn seed_a_plans_a_global_over_window_of_three_rows() {
+    let plan = plan_job(&seed("seed-a-rolling-average.sql")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.source.name, "input");
+    assert_eq!(plan.sink.name, "output");
+    assert!(matches!(plan.dataflow.source.time, TimeAttribute::ProcessingTime { column: 1 }));
+    assert_eq!(plan.source.options["dlq_topic"], "input-topic-dlq");
+    let stages = &plan.dataflow.stages;
+    assert_eq!(stages.len(), 2, "{}", plan.dataflow.explain());
+    assert!(matches!(stages[1].input, Exchange::Single));
+    let over = stages[1].operators.iter().find_map(|op| match op {
+        OperatorSpec::OverRows { spec, .. } => Some(spec),
+        _ => None,
+    });
+    let over = over.unwrap_or_else(|| panic!("no OVER operator in {}", plan.dataflow.explain()));
+    assert_eq!(over.functions.len(), 2);
+    assert!(over.functions.iter().all(|f| f.preceding == Some(2)));
+    assert_eq!(plan.dataflow.output_schema.field(0).data_type(), &arrow::datatypes::DataType::Float64);
+}
+
+#[test]
+fn seed_b_plans_global_tumbling_windows_on_both_time_kinds() {
+    for (file, event_time) in
+        [("seed-b-tumbling-average.sql", false), ("seed-b-tumbling-average-event-time.sql", true)]
+    {
+        let plan = plan_job(&seed(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let window = plan.dataflow.stages[1].operators.iter().find_map(|op| match op {
+            OperatorSpec::WindowAggregate(spec) => Some(spec),
+            _ => None,
+        });
+        let window = window.unwrap_or_else(|| panic!("no window in {}", plan.dataflow.explain()));
+        assert_eq!(window.assigner, millrace_runtime::operators::WindowAssigner::Tumbling { size_ms: 3000 });
+        assert!(window.keys.is_empty());
+        assert!(matches!(plan.dataflow.stages[1].input, Exchange::Single));
+        match plan.dataflow.source.time {
+            TimeAttribute::EventTime { column: 1, max_out_of_orderness_ms: 1000, idle_timeout_ms: None } => {
+                assert!(event_time)
+            }
+            TimeAttribute::ProcessingTime { column: 1 } => assert!(!event_time),
+            other => panic!("{file}: unexpected time {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn keyed_hopping_window_uses_a_hash_exchange() {
+    let sql = "CREATE TABLE bids (auction BIGINT, price BIGINT, ts TIMESTAMP(3),
+                 WATERMARK FOR ts AS ts - INTERVAL '2' SECOND) WITH (connector = 'kafka', topic = 'b', format = 'json');
+               CREATE TABLE out (auction BIGINT, window_start TIMESTAMP(3), bids BIGINT, top BIGINT) WITH (connector = 'stdout');
+               INSERT INTO out SELECT auction, hop(ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND) AS w, COUNT(*), MAX(price)
+               FROM bids GROUP BY auction, hop(ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND)";
+    let plan = plan_job(sql).unwrap_or_else(|e| panic!("{e}"));
+    let stage = &plan.dataflow.stages[1];
+    assert!(matches!(&stage.input, Exchange::Hash(keys) if keys.len() == 1));
+    let OperatorSpec::WindowAggregate(spec) = &stage.operators[0] else {
+        panic!("{}", plan.dataflow.explain())
+    };
+    assert_eq!(
+        spec.assigner,
+        millrace_runtime::operators::WindowAssigner::Hopping { size_ms: 10_000, slide_ms: 2_000 }
+    );
+    assert_eq!(spec.window_position, 1);
+}
+
+#[test]
+fn syntax_errors_carry_line_and_column() {
+    let err =
+        plan_job("CREATE TABLE t (v BIGINT) WITH (connector = 'kafka');\nINSERT INTO t SELEC v FROM t;")
+            .expect_err("invalid");
+    assert_eq!((err.line, err.column), (2, 15), "{err}");
+}
+
+#[test]
+fn unknown_columns_point_at_the_column() {
+    let sql = "CREATE TABLE t (v BIGINT) WITH (connector = 'kafka');\nCREATE TABLE s (v BIGINT) WITH (connector = 'kafka');\nINSERT INTO s\nSELECT w FROM t;";
+    let err = plan_job(sql).expect_err("invalid");
+    assert!(err.message.contains('w'), "{err}");
+    assert_eq!((err.line, err.column), (4, 8), "{err}");
+}
+
+#[test]
+fn unsupported_plans_are_refused_before_running() {
+    let sql = "CREATE TABLE t (v BIGINT) WITH (connector = 'kafka');\nCREATE TABLE s (v BIGINT) WITH (connector = 'kafka');\nINSERT INTO s SELECT v FROM t ORDER BY v;";
+    let err = plan_job(sql).expect_err("ORDER BY is unbounded");
+    assert_eq!(err.line, 3, "{err}");
+    let sql = "CREATE TABLE t (v BIGINT, ts TIMESTAMP) WITH (connector = 'kafka');\nCREATE TABLE s (v DOUBLE) WITH (connector = 'kafka');\nINSERT INTO s SELECT AVG(v) FROM t GROUP BY tumble(ts, INTERVAL '3' SECOND);";
+    let err = plan_job(sql).expect_err("ts is no time attribute");
+    assert!(err.message.contains("time attribute"), "{err}");
+    assert!(err.hint.is_some());
+}
+
+#[test]
+fn watermark_must_name_a_declared_timestamp() {
+    let sql = "CREATE TABLE t (\n  v BIGINT,\n  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND\n) WITH (connector = 'kafka');";
+    let err = plan_job(sql).expect_err("ts is not declared");
+    assert_eq!(err.line, 3, "{err}");
+}
+
+#[test]
+fn idle_timeout_is_a_time_option_not_a_connector_option() {
+    let sql = "CREATE TABLE t (v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+                 WITH (connector = 'kafka', topic = 't', watermark_idle_timeout_ms = '5000');
+               CREATE TABLE s (v BIGINT) WITH (connector = 'stdout');
+               INSERT INTO s SELECT v FROM t";
+    let plan = plan_job(sql).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        plan.dataflow.source.time,
+        TimeAttribute::EventTime { idle_timeout_ms: Some(5000), .. }
+    ));
+    assert!(!plan.source.options.contains_key("watermark_idle_timeout_ms"));
+    let err = plan_job(&sql.replace("WATERMARK FOR ts AS ts", "w BIGINT")).expect_err("needs a watermark");
+    assert!(err.message.contains("needs a WATERMARK"), "{err}");
+}
+
+#[test]
+fn every_seed_example_plans() {
+    let dir = format!("{}/../../examples/seed", env!("CARGO_MANIFEST_DIR"));
+    let mut planned = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{dir}: {e}")) {
+        let path = entry.expect("directory entry").path();
+        if path.extension().is_some_and(|e| e == "sql") {
+            let sql = std::fs::read_to_string(&path).expect("readable example");
+            plan_job(&sql).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            planned += 1;
+        }
+    }
+    assert!(planned >= 4, "found only {planned} examples");
+}

@@ -1,0 +1,396 @@
+//! Turns a DataFusion logical plan (of the `SELECT` under an `INSERT`) into a streaming
+//! [`Dataflow`]: scans become the source, filters and projections chain into the current
+//! stage, and every operator that needs all rows of a key or of the whole stream (OVER
+//! windows, window aggregates) starts a new stage behind a keyed (`Hash`) or global
+//! (`Single`) exchange. Expressions become DataFusion physical expressions; aggregates become
+//! DataFusion aggregate functions with their accumulators.
+//!
+//! Plans the streaming model cannot run yet (joins, ORDER BY, LIMIT, updating aggregates)
+//! are refused here with a message and the statement's position, before anything runs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::Schema;
+use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::expr::{AggregateFunction, WindowFunction, WindowFunctionParams};
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{
+    Aggregate, Expr, ExprSchemable, LogicalPlan, Window, WindowFrameBound, WindowFrameUnits,
+    WindowFunctionDefinition,
+};
+use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
+use datafusion::sql::sqlparser::tokenizer::Location;
+use millrace_runtime::operators::{OverFunction, OverRowsSpec, WindowAggregateSpec, WindowAssigner};
+use millrace_runtime::{Dataflow, Exchange, OperatorSpec, SourceSpec, Stage, TimeAttribute};
+
+use crate::catalog::{TableDef, interval_ms};
+use crate::error::SqlError;
+use crate::functions::WindowFunctionKind;
+
+/// Whether a column is a time attribute, and which kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeKind {
+    Event,
+    Processing,
+}
+
+/// The dataflow built so far for a subtree of the logical plan.
+struct Partial {
+    source: String,
+    stages: Vec<Stage>,
+    /// Per output column of the subtree: is it a time attribute?
+    time: Vec<Option<TimeKind>>,
+}
+
+impl Partial {
+    fn push(&mut self, operator: OperatorSpec) {
+        if let Some(stage) = self.stages.last_mut() {
+            stage.operators.push(operator);
+        }
+    }
+}
+
+/// Translates the query of an `INSERT` into a dataflow.
+pub struct Translator<'a> {
+    tables: &'a HashMap<String, TableDef>,
+    props: ExecutionProps,
+    planning: PhysicalPlanningContext,
+    /// The statement's position, for errors the plan cannot place more precisely.
+    at: Location,
+}
+
+impl<'a> Translator<'a> {
+    pub fn new(tables: &'a HashMap<String, TableDef>, at: Location) -> Self {
+        Self { tables, props: ExecutionProps::new(), planning: PhysicalPlanningContext::default(), at }
+    }
+
+    pub fn translate(&self, plan: &LogicalPlan) -> Result<Dataflow, SqlError> {
+        let partial = self.node(plan)?;
+        let table = &self.tables[&partial.source];
+        let time = match (table.watermark, table.proctime) {
+            (Some(w), _) => TimeAttribute::EventTime {
+                column: w.column,
+                max_out_of_orderness_ms: w.max_out_of_orderness_ms,
+                idle_timeout_ms: w.idle_timeout_ms,
+            },
+            (None, Some(column)) => TimeAttribute::ProcessingTime { column },
+            (None, None) => TimeAttribute::None,
+        };
+        Ok(Dataflow {
+            source: SourceSpec { table: table.name.clone(), schema: Arc::clone(&table.schema), time },
+            stages: partial.stages,
+            output_schema: Arc::new(plan.schema().as_arrow().clone()),
+        })
+    }
+
+    fn error(&self, message: impl Into<String>) -> SqlError {
+        SqlError::at(self.at, message)
+    }
+
+    fn physical(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, SqlError> {
+        create_physical_expr(expr, schema, &self.props, &self.planning)
+            .map_err(|e| SqlError::from_datafusion(&e, self.at))
+    }
+
+    fn node(&self, plan: &LogicalPlan) -> Result<Partial, SqlError> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                let name = scan.table_name.to_string();
+                let table =
+                    self.tables.get(&name).ok_or_else(|| self.error(format!("unknown table '{name}'")))?;
+                if !scan.filters.is_empty() || scan.fetch.is_some() {
+                    return Err(self.error("filters and limits pushed into a scan are not supported"));
+                }
+                let time: Vec<Option<TimeKind>> = (0..table.schema.fields().len())
+                    .map(|i| {
+                        if table.watermark.is_some_and(|w| w.column == i) {
+                            Some(TimeKind::Event)
+                        } else if table.proctime == Some(i) {
+                            Some(TimeKind::Processing)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                let mut partial = Partial {
+                    source: name,
+                    stages: vec![Stage { input: Exchange::Forward, operators: Vec::new() }],
+                    time,
+                };
+                if let Some(projection) = &scan.projection {
+                    let exprs: Vec<Arc<dyn PhysicalExpr>> = projection
+                        .iter()
+                        .map(|&i| {
+                            Arc::new(Column::new(table.schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>
+                        })
+                        .collect();
+                    partial.time = projection.iter().map(|&i| partial.time[i]).collect();
+                    partial.push(OperatorSpec::Projection {
+                        exprs,
+                        schema: Arc::new(scan.projected_schema.as_arrow().clone()),
+                    });
+                }
+                Ok(partial)
+            }
+            LogicalPlan::Filter(filter) => {
+                let mut partial = self.node(&filter.input)?;
+                let predicate = self.physical(&filter.predicate, filter.input.schema())?;
+                partial.push(OperatorSpec::Filter(predicate));
+                Ok(partial)
+            }
+            LogicalPlan::Projection(projection) => {
+                let mut partial = self.node(&projection.input)?;
+                let input = projection.input.schema();
+                let mut exprs = Vec::with_capacity(projection.expr.len());
+                let mut time = Vec::with_capacity(projection.expr.len());
+                for expr in &projection.expr {
+                    reject_window_group_function(expr).map_err(|m| self.error(m))?;
+                    exprs.push(self.physical(expr, input)?);
+                    time.push(match expr.clone().unalias() {
+                        Expr::Column(c) => input.index_of_column(&c).ok().and_then(|i| partial.time[i]),
+                        _ => None,
+                    });
+                }
+                partial.time = time;
+                partial.push(OperatorSpec::Projection {
+                    exprs,
+                    schema: Arc::new(projection.schema.as_arrow().clone()),
+                });
+                Ok(partial)
+            }
+            LogicalPlan::SubqueryAlias(alias) => self.node(&alias.input),
+            LogicalPlan::Window(window) => self.window(window),
+            LogicalPlan::Aggregate(aggregate) => self.aggregate(aggregate),
+            other => Err(self
+                .error(format!("{} is not supported in a streaming job yet", other.display()))
+                .with_hint("supported: projections, filters, OVER (ROWS) windows, GROUP BY tumble()/hop()")),
+        }
+    }
+
+    fn aggregate_function(
+        &self,
+        expr: &Expr,
+        name: &str,
+        input: &DFSchema,
+    ) -> Result<Arc<AggregateFunctionExpr>, SqlError> {
+        let physical_input: Schema = input.as_arrow().clone();
+        let lowered = LoweredAggregateBuilder::new(expr, input, &physical_input, &self.props, &self.planning)
+            .with_name(name)
+            .build()
+            .map_err(|e| SqlError::from_datafusion(&e, self.at))?;
+        if lowered.filter.is_some() || !lowered.order_bys.is_empty() {
+            return Err(
+                self.error(format!("{name}: FILTER and ORDER BY inside aggregates are not supported yet"))
+            );
+        }
+        Ok(lowered.aggregate)
+    }
+
+    fn window(&self, window: &Window) -> Result<Partial, SqlError> {
+        let mut partial = self.node(&window.input)?;
+        let input = window.input.schema();
+        let mut functions = Vec::new();
+        let mut partition_by: Option<Vec<Expr>> = None;
+        for (i, expr) in window.window_expr.iter().enumerate() {
+            let name = window.schema.field(input.fields().len() + i).name().clone();
+            let Expr::WindowFunction(function) = expr.clone().unalias() else {
+                return Err(self.error(format!("unexpected window expression {expr}")));
+            };
+            let WindowFunction { fun, params } = *function;
+            let WindowFunctionParams {
+                args,
+                partition_by: partitions,
+                order_by,
+                window_frame,
+                null_treatment,
+                distinct,
+                filter,
+            } = params;
+            let WindowFunctionDefinition::AggregateUDF(udaf) = fun else {
+                return Err(self.error(format!(
+                    "{name}: only aggregate functions (AVG, SUM, COUNT, MIN, MAX, …) work in OVER windows yet"
+                )));
+            };
+            let order_ok = match order_by.as_slice() {
+                [sort] => match &sort.expr {
+                    Expr::Column(c) => {
+                        input.index_of_column(c).ok().and_then(|i| partial.time[i])
+                            == Some(TimeKind::Processing)
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+            if !order_ok {
+                return Err(self.error(format!("{name}: OVER windows must ORDER BY the table's processing-time attribute"))
+                    .with_hint("declare `pt AS PROCTIME()` in the source table and write OVER (ORDER BY pt ROWS BETWEEN n PRECEDING AND CURRENT ROW)"));
+            }
+            if window_frame.units != WindowFrameUnits::Rows
+                || window_frame.end_bound != WindowFrameBound::CurrentRow
+            {
+                return Err(self.error(format!(
+                    "{name}: only ROWS BETWEEN … PRECEDING AND CURRENT ROW frames are supported yet"
+                )));
+            }
+            let preceding = match &window_frame.start_bound {
+                WindowFrameBound::Preceding(v) if v.is_null() => None,
+                WindowFrameBound::Preceding(ScalarValue::UInt64(Some(n))) => Some(*n as usize),
+                WindowFrameBound::CurrentRow => Some(0),
+                other => return Err(self.error(format!("{name}: unsupported frame start {other}"))),
+            };
+            match &partition_by {
+                None => partition_by = Some(partitions.clone()),
+                Some(existing) if *existing == partitions => {}
+                Some(_) => {
+                    return Err(self.error("all OVER windows of one SELECT must share their PARTITION BY"));
+                }
+            }
+            let aggregate = Expr::AggregateFunction(AggregateFunction::new_udf(
+                udaf,
+                args,
+                distinct,
+                filter,
+                Vec::new(),
+                null_treatment,
+            ));
+            functions.push(OverFunction {
+                aggregate: self.aggregate_function(&aggregate, &name, input)?,
+                preceding,
+            });
+        }
+        let partition_by = partition_by.unwrap_or_default();
+        let partition_exprs =
+            partition_by.iter().map(|e| self.physical(e, input)).collect::<Result<Vec<_>, _>>()?;
+        let partition_types = partition_by
+            .iter()
+            .map(|e| e.get_type(input).map_err(|err| SqlError::from_datafusion(&err, self.at)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let exchange = if partition_exprs.is_empty() {
+            Exchange::Single
+        } else {
+            Exchange::Hash(partition_exprs.clone())
+        };
+        let spec = OverRowsSpec {
+            partition_by: partition_exprs,
+            functions,
+            output_schema: Arc::new(window.schema.as_arrow().clone()),
+        };
+        partial.stages.push(Stage {
+            input: exchange,
+            operators: vec![OperatorSpec::OverRows { spec, partition_types }],
+        });
+        partial.time.extend(std::iter::repeat_n(None, window.window_expr.len()));
+        Ok(partial)
+    }
+
+    fn aggregate(&self, aggregate: &Aggregate) -> Result<Partial, SqlError> {
+        let mut partial = self.node(&aggregate.input)?;
+        let input = aggregate.input.schema();
+        let mut window = None;
+        let mut keys = Vec::new();
+        for (i, expr) in aggregate.group_expr.iter().enumerate() {
+            match expr {
+                Expr::ScalarFunction(f) if WindowFunctionKind::from_name(f.name()).is_some() => {
+                    if window.is_some() {
+                        return Err(self.error("GROUP BY may name only one window function"));
+                    }
+                    let kind = WindowFunctionKind::from_name(f.name()).unwrap_or(WindowFunctionKind::Tumble);
+                    window = Some((i, kind, f.args.clone()));
+                }
+                Expr::GroupingSet(_) => {
+                    return Err(
+                        self.error("GROUPING SETS, CUBE and ROLLUP are not supported in streaming jobs")
+                    );
+                }
+                other => {
+                    reject_window_group_function(other).map_err(|m| self.error(m))?;
+                    keys.push(other.clone());
+                }
+            }
+        }
+        let Some((window_position, kind, args)) = window else {
+            return Err(self
+                .error("GROUP BY without a window (an updating aggregate) is not supported yet")
+                .with_hint(
+                    "group by a window: GROUP BY tumble(ts, INTERVAL '3' SECOND) or hop(ts, slide, size)",
+                ));
+        };
+        let time_ok = match args.first() {
+            Some(Expr::Column(c)) => input.index_of_column(c).ok().and_then(|i| partial.time[i]).is_some(),
+            _ => false,
+        };
+        if !time_ok {
+            return Err(self
+                .error(format!("{}() needs a time attribute as its first argument", kind.name()))
+                .with_hint("a column with WATERMARK FOR … in the source table, or a PROCTIME() column"));
+        }
+        let sizes = args[1..]
+            .iter()
+            .map(|a| match a {
+                Expr::Literal(v, _) => interval_ms(v).filter(|ms| *ms > 0),
+                _ => None,
+            })
+            .collect::<Option<Vec<i64>>>()
+            .ok_or_else(|| {
+                self.error(format!("{}() sizes must be positive day-time INTERVAL literals", kind.name()))
+            })?;
+        let assigner =
+            match (kind, sizes.as_slice()) {
+                (WindowFunctionKind::Tumble, [size]) => WindowAssigner::Tumbling { size_ms: *size },
+                (WindowFunctionKind::Hop, [slide, size]) if slide <= size => {
+                    WindowAssigner::Hopping { size_ms: *size, slide_ms: *slide }
+                }
+                _ => return Err(self.error(format!(
+                    "bad arguments to {}(): use tumble(ts, size) or hop(ts, slide, size) with slide <= size",
+                    kind.name()
+                ))),
+            };
+        let time = self.physical(&args[0], input)?;
+        let key_exprs = keys.iter().map(|k| self.physical(k, input)).collect::<Result<Vec<_>, _>>()?;
+        let group_count = aggregate.group_expr.len();
+        let aggregates = aggregate
+            .aggr_expr
+            .iter()
+            .enumerate()
+            .map(|(i, e)| self.aggregate_function(e, aggregate.schema.field(group_count + i).name(), input))
+            .collect::<Result<Vec<_>, _>>()?;
+        let exchange =
+            if key_exprs.is_empty() { Exchange::Single } else { Exchange::Hash(key_exprs.clone()) };
+        let spec = WindowAggregateSpec {
+            time,
+            assigner,
+            keys: key_exprs,
+            window_position,
+            aggregates,
+            output_schema: Arc::new(aggregate.schema.as_arrow().clone()),
+        };
+        partial.stages.push(Stage { input: exchange, operators: vec![OperatorSpec::WindowAggregate(spec)] });
+        partial.time = vec![None; aggregate.schema.fields().len()];
+        Ok(partial)
+    }
+}
+
+/// `tumble`/`hop` anywhere but directly in GROUP BY has no meaning.
+fn reject_window_group_function(expr: &Expr) -> Result<(), String> {
+    let mut found = None;
+    expr.apply(|e| {
+        if let Expr::ScalarFunction(f) = e
+            && WindowFunctionKind::from_name(f.name()).is_some()
+        {
+            found = Some(f.name().to_string());
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    })
+    .map_err(|e| e.to_string())?;
+    match found {
+        Some(name) => {
+            Err(format!("{name}() may only appear in GROUP BY (select the grouped column by name)"))
+        }
+        None => Ok(()),
+    }
+}

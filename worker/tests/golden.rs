@@ -1,0 +1,158 @@
+//! Golden-file tests of SQL semantics. Each directory under `tests/golden/` is a case:
+//!
+//! - `job.sql` (or `example`, naming a job file relative to the repository root),
+//! - `inputs/<table>.json`: the source table's records, `[{"partition", "timestamp", "value"}]`
+//!   (`value` is the raw text, or a JSON value that is serialized for `format = 'json'`),
+//! - `expected.json`: `rows` (the sink's rows as JSON objects), `ordered`, `parallelism` (each
+//!   is run), `dead_lettered` and `late_records` (counted in the job's metrics).
+//!
+//! The job runs for real (planning, runtime, decoders), with its Kafka source and sink
+//! replaced by in-memory ones that feed one record per batch, so watermarks advance after
+//! every record and results are deterministic.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+use millrace_connectors::{Format, MemoryRecord, MemorySink, SinkConnector, SourceConnector, StopSignal};
+use millrace_worker::{Job, JobMetrics, JobOptions, JobOverrides};
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+
+fn cases_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn job_sql(case: &Path) -> String {
+    let sql = case.join("job.sql");
+    if sql.exists() {
+        return read(&sql);
+    }
+    let example = read(&case.join("example"));
+    read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(example.trim()))
+}
+
+fn records(path: &Path) -> Vec<MemoryRecord> {
+    let parsed: Vec<Value> =
+        serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    parsed
+        .into_iter()
+        .map(|r| MemoryRecord {
+            partition: r.get("partition").and_then(Value::as_i64).unwrap_or(0) as i32,
+            timestamp_ms: r.get("timestamp").and_then(Value::as_i64),
+            value: match r.get("value") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone().into_bytes()),
+                Some(other) => Some(other.to_string().into_bytes()),
+            },
+        })
+        .collect()
+}
+
+fn rows_as_json(batches: &[RecordBatch]) -> Vec<Value> {
+    let mut buffer = Vec::new();
+    let mut writer = arrow::json::ArrayWriter::new(&mut buffer);
+    for batch in batches {
+        writer.write(batch).expect("batches encode as JSON");
+    }
+    writer.finish().expect("JSON writer finishes");
+    drop(writer);
+    if buffer.is_empty() {
+        return Vec::new();
+    }
+    serde_json::from_slice(&buffer).expect("arrow writes valid JSON")
+}
+
+/// Sums a counter over all its label sets in the registry's text encoding.
+fn counter_total(registry: &Registry, name: &str) -> u64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("metrics encode");
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum::<f64>() as u64
+}
+
+async fn run_case(case: &Path, parallelism: usize) -> Result<(), String> {
+    let sql = job_sql(case);
+    let plan = millrace_sql::plan_job(&sql).map_err(|e| format!("planning: {e}"))?;
+    let format = match plan.source.options.get("format").map(String::as_str) {
+        Some("json") => Format::Json,
+        _ => Format::Raw,
+    };
+    let input = records(&case.join("inputs").join(format!("{}.json", plan.source.name)));
+    let sink = MemorySink::default();
+    let mut overrides = JobOverrides::default();
+    overrides.sources.insert(plan.source.name.clone(), SourceConnector::memory(input, format, 1));
+    overrides.sinks.insert(plan.sink.name.clone(), SinkConnector::memory(sink.clone()));
+    let options = JobOptions { parallelism, slots: parallelism, ..JobOptions::default() };
+    let job = Job::prepare(&sql, &options, overrides).map_err(|e| format!("preparing: {e}"))?;
+    let mut registry = Registry::default();
+    let metrics = JobMetrics::register(&mut registry);
+    tokio::time::timeout(Duration::from_secs(60), job.run(&options, &metrics, &StopSignal::default()))
+        .await
+        .map_err(|_| "the job did not finish within 60 s".to_string())?
+        .map_err(|e| format!("running: {e}"))?;
+
+    let expected: Value =
+        serde_json::from_str(&read(&case.join("expected.json"))).map_err(|e| e.to_string())?;
+    let mut want: Vec<Value> = expected["rows"].as_array().cloned().unwrap_or_default();
+    let mut got = rows_as_json(&sink.batches());
+    if !expected["ordered"].as_bool().unwrap_or(true) {
+        want.sort_by_key(Value::to_string);
+        got.sort_by_key(Value::to_string);
+    }
+    let mut problems = Vec::new();
+    if got != want {
+        problems.push(format!(
+            "rows differ\n  expected: {}\n  got:      {}",
+            serde_json::to_string(&want).unwrap_or_default(),
+            serde_json::to_string(&got).unwrap_or_default()
+        ));
+    }
+    for (key, metric) in
+        [("dead_lettered", "dead_lettered_records_total"), ("late_records", "late_records_total")]
+    {
+        let want = expected[key].as_u64().unwrap_or(0);
+        let got = counter_total(&registry, metric);
+        if got != want {
+            problems.push(format!("{key}: expected {want}, counted {got}"));
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn golden_cases() {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(cases_dir())
+        .expect("tests/golden exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 5, "expected the golden cases, found {}", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let expected: Value = serde_json::from_str(&read(&case.join("expected.json")))
+            .unwrap_or_else(|e| panic!("{}: {e}", case.display()));
+        let parallelisms: Vec<usize> = expected["parallelism"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).map(|p| p as usize).collect())
+            .unwrap_or_else(|| vec![1]);
+        for p in parallelisms {
+            let name = format!(
+                "{} (parallelism {p})",
+                case.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            );
+            match run_case(case, p).await {
+                Ok(()) => eprintln!("ok   {name}"),
+                Err(problem) => failures.push(format!("FAIL {name}: {problem}")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

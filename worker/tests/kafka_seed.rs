@@ -1,0 +1,380 @@
+//! End-to-end tests of the seed jobs against the local platform's Kafka: produce input to
+//! fresh topics, run `millrace-worker run` on the example SQL, read the output topic and
+//! compare it with a reference computed here. Gated by the `platform` feature; they fail
+//! (never skip) when `KAFKA_BOOTSTRAP` is unset.
+#![cfg(feature = "platform")]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").expect(
+        "KAFKA_BOOTSTRAP is not set: these platform tests need the local Kafka (make up, then source .local/env)",
+    )
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn create_topics(topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("admin client");
+    let new: Vec<NewTopic<'_>> =
+        topics.iter().map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1))).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let results = runtime
+        .block_on(
+            admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))),
+        )
+        .expect("create_topics");
+    for result in results {
+        result.unwrap_or_else(|(topic, err)| panic!("creating topic {topic}: {err}"));
+    }
+}
+
+/// Produces `(partition, timestamp, value)` records and waits until all are acknowledged.
+fn produce(topic: &str, records: &[(i32, Option<i64>, String)]) {
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("producer");
+    for (partition, timestamp, value) in records {
+        let mut record = BaseRecord::<(), [u8]>::to(topic).partition(*partition).payload(value.as_bytes());
+        if let Some(ts) = timestamp {
+            record = record.timestamp(*ts);
+        }
+        producer.send(record).map_err(|(e, _)| e).expect("enqueue");
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).expect("all input acknowledged");
+}
+
+/// Reads partition 0.. of `topic` from the beginning until `done` says so or the deadline.
+fn consume_until(
+    topic: &str,
+    partitions: i32,
+    mut done: impl FnMut(&[(String, Vec<(String, String)>)]) -> bool,
+) -> Vec<(String, Vec<(String, String)>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut seen = Vec::new();
+    let started = Instant::now();
+    while !done(&seen) {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "timed out reading {topic}; got {} records: {seen:?}",
+            seen.len()
+        );
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message.expect("consume");
+            let value = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+            let headers = message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            seen.push((value, headers));
+        }
+    }
+    seen
+}
+
+/// A running `millrace-worker run`, killed when dropped.
+struct RunningJob {
+    child: Child,
+    ops: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RunningJob {
+    fn start(sql: &str, parallelism: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = dir.path().join("job.sql");
+        std::fs::write(&job, sql).expect("write job");
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let ops = format!("127.0.0.1:{port}");
+        let log = dir.path().join("job.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_millrace-worker"))
+            .args(["run", "-f"])
+            .arg(&job)
+            .args([
+                "--parallelism",
+                &parallelism.to_string(),
+                "--ops-addr",
+                &ops,
+                "--kafka-bootstrap",
+                &bootstrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start millrace-worker");
+        Self { child, ops, log, _dir: dir }
+    }
+
+    /// Fails the test with the job's log if the job has exited.
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "the job exited with {status}:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let mut stream = TcpStream::connect(&self.ops).expect("ops endpoint");
+        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
+        let mut body = String::new();
+        stream.read_to_string(&mut body).expect("response");
+        body
+    }
+
+    /// Waits until the metrics satisfy `ready` (the job exports them once started).
+    fn wait_for_metric(&mut self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        let started = Instant::now();
+        loop {
+            self.assert_running();
+            let body = TcpStream::connect(&self.ops).map(|_| self.metrics()).unwrap_or_default();
+            if ready(&body) {
+                return body;
+            }
+            assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}; metrics:\n{body}");
+            std::thread::park_timeout(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for RunningJob {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn example(name: &str, input: &str, output: &str, dlq: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed").join(name);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .replace("'input-topic-dlq'", &format!("'{dlq}'"))
+        .replace("'input-topic'", &format!("'{input}'"))
+        .replace("'output-topic'", &format!("'{output}'"))
+        .replace("group_id = 'millrace-", &format!("group_id = '{}-", unique("g")))
+}
+
+/// Deterministic pseudo-random integers in 0..100 (the article's input).
+fn values(n: usize, seed: u64) -> Vec<i64> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((x >> 33) % 100) as i64
+        })
+        .collect()
+}
+
+/// The article's consumer loop: keep values >= 50, emit the mean of the last 3 kept values.
+fn rolling_reference(input: &[i64]) -> Vec<f64> {
+    let kept: Vec<i64> = input.iter().copied().filter(|v| *v >= 50).collect();
+    kept.windows(3).map(|w| w.iter().sum::<i64>() as f64 / 3.0).collect()
+}
+
+fn parse_floats(records: &[(String, Vec<(String, String)>)]) -> Vec<f64> {
+    records
+        .iter()
+        .map(|(v, _)| v.parse::<f64>().unwrap_or_else(|e| panic!("output {v:?} is not a float: {e}")))
+        .collect()
+}
+
+fn assert_close(got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "got {got:?}\nwant {want:?}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() < 1e-9, "output {i}: got {g}, want {w}\ngot {got:?}\nwant {want:?}");
+    }
+}
+
+#[test]
+fn seed_a_rolling_average_end_to_end() {
+    let (input, output, dlq) = (unique("seed-a-in"), unique("seed-a-out"), unique("seed-a-dlq"));
+    create_topics(&[(&input, 1), (&output, 1), (&dlq, 1)]);
+    let data = values(300, 7);
+    produce(&input, &data.iter().map(|v| (0, None, v.to_string())).collect::<Vec<_>>());
+    let want = rolling_reference(&data);
+    let mut job = RunningJob::start(&example("seed-a-rolling-average.sql", &input, &output, &dlq), 2);
+    let got = consume_until(&output, 1, |seen| {
+        job.assert_running();
+        seen.len() >= want.len()
+    });
+    assert_close(&parse_floats(&got), &want);
+    assert!(got.iter().all(|(v, _)| v.contains('.')), "floats are written as float text: {got:?}");
+}
+
+/// The 3 s windows of event-time records, as the reference computes them.
+fn tumbling_reference(records: &[(i32, Option<i64>, String)], before: i64) -> Vec<f64> {
+    let mut windows: std::collections::BTreeMap<i64, (i64, i64)> = Default::default();
+    for (_, ts, v) in records {
+        let (Some(ts), Ok(v)) = (ts, v.parse::<i64>()) else { continue };
+        if v >= 50 && *ts < before {
+            let w = windows.entry(ts - ts.rem_euclid(3000)).or_default();
+            w.0 += v;
+            w.1 += 1;
+        }
+    }
+    windows.values().map(|(sum, n)| *sum as f64 / *n as f64).collect()
+}
+
+fn seed_b_event_time(parallelism: usize) {
+    let (input, output, dlq) = (unique("seed-b-et-in"), unique("seed-b-et-out"), unique("seed-b-et-dlq"));
+    create_topics(&[(&input, 4), (&output, 1), (&dlq, 1)]);
+    // 40 s of data, about 25 records per second spread over 4 partitions, each record up to
+    // 900 ms behind its partition's newest (within the table's 1 s out-of-orderness).
+    let base = now_ms() - now_ms().rem_euclid(3000) - 120_000;
+    let data = values(1000, 11);
+    let mut records: Vec<(i32, Option<i64>, String)> = data
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let jitter = v * 37 % 900;
+            ((i % 4) as i32, Some(base + i as i64 * 40 - jitter), v.to_string())
+        })
+        .collect();
+    let end = base + 40_000 + 3_000;
+    // One record per partition far ahead moves every partition's watermark past `end`.
+    let want = tumbling_reference(&records, end);
+    records.extend((0..4).map(|p| (p, Some(end + 5_000), "99".to_string())));
+    produce(&input, &records);
+    let mut job = RunningJob::start(
+        &example("seed-b-tumbling-average-event-time.sql", &input, &output, &dlq),
+        parallelism,
+    );
+    let got = consume_until(&output, 1, |seen| {
+        job.assert_running();
+        seen.len() >= want.len()
+    });
+    assert_close(&parse_floats(&got), &want);
+}
+
+#[test]
+fn seed_b_event_time_tumbling_average_end_to_end() {
+    seed_b_event_time(1);
+}
+
+#[test]
+fn seed_b_event_time_parallelism_4_on_4_partitions_matches_the_reference() {
+    seed_b_event_time(4);
+}
+
+/// Whether `outputs` are the means of consecutive non-empty chunks covering all of `kept`.
+fn explains_all(kept: &[i64], outputs: &[f64]) -> bool {
+    // reachable[i]: the first i values are explained by some prefix of the outputs.
+    let mut reachable = vec![false; kept.len() + 1];
+    reachable[0] = true;
+    let mut prefix = vec![0i64; kept.len() + 1];
+    for (i, v) in kept.iter().enumerate() {
+        prefix[i + 1] = prefix[i] + v;
+    }
+    for out in outputs {
+        let mut next = vec![false; kept.len() + 1];
+        for start in (0..kept.len()).filter(|s| reachable[*s]) {
+            for end in start + 1..=kept.len() {
+                let mean = (prefix[end] - prefix[start]) as f64 / (end - start) as f64;
+                if (mean - out).abs() < 1e-9 {
+                    next[end] = true;
+                }
+            }
+        }
+        reachable = next;
+    }
+    reachable[kept.len()]
+}
+
+#[test]
+fn seed_b_processing_time_tumbling_average_end_to_end() {
+    let (input, output, dlq) = (unique("seed-b-pt-in"), unique("seed-b-pt-out"), unique("seed-b-pt-dlq"));
+    create_topics(&[(&input, 1), (&output, 1), (&dlq, 1)]);
+    let data = values(500, 3);
+    produce(&input, &data.iter().map(|v| (0, None, v.to_string())).collect::<Vec<_>>());
+    let kept: Vec<i64> = data.iter().copied().filter(|v| *v >= 50).collect();
+    let mut job = RunningJob::start(&example("seed-b-tumbling-average.sql", &input, &output, &dlq), 1);
+    // Which records share a processing-time window depends on when they arrive; whatever the
+    // split, the outputs must be the real means of consecutive groups covering every record.
+    let got = consume_until(&output, 1, |seen| {
+        job.assert_running();
+        !seen.is_empty() && explains_all(&kept, &parse_floats(seen))
+    });
+    assert!(!got.is_empty());
+}
+
+#[test]
+fn malformed_records_go_to_the_dead_letter_topic_and_the_job_continues() {
+    let (input, output, dlq) = (unique("dlq-in"), unique("dlq-out"), unique("dlq-dlq"));
+    create_topics(&[(&input, 1), (&output, 1), (&dlq, 1)]);
+    let mut job = RunningJob::start(&example("seed-a-rolling-average.sql", &input, &output, &dlq), 1);
+    let before = ["60", "70", "80", "not-a-number", "90"];
+    let after = ["12.5", "100", "55", "", "65"];
+    let all: Vec<&str> = before.iter().chain(after.iter()).copied().collect();
+    produce(&input, &all.iter().map(|v| (0, None, v.to_string())).collect::<Vec<_>>());
+    let good: Vec<i64> = all.iter().filter_map(|v| v.parse().ok()).collect();
+    let want = rolling_reference(&good);
+    let got = consume_until(&output, 1, |seen| {
+        job.assert_running();
+        seen.len() >= want.len()
+    });
+    assert_close(&parse_floats(&got), &want);
+    let dead = consume_until(&dlq, 1, |seen| seen.len() >= 3);
+    let payloads: Vec<&str> = dead.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(payloads, vec!["not-a-number", "12.5", ""]);
+    for (value, headers) in &dead {
+        let error =
+            headers.iter().find(|(k, _)| k == "millrace.error").map(|(_, v)| v.as_str()).unwrap_or_default();
+        assert!(!error.is_empty(), "dead letter {value:?} carries its reason: {headers:?}");
+    }
+    job.wait_for_metric("the dead-letter counter", |m| {
+        m.lines().any(|l| {
+            l.starts_with("millrace_worker_dead_lettered_records_total{")
+                && l.contains("outcome=\"dlq\"")
+                && l.ends_with(" 3")
+        })
+    });
+    // Everything was read: the source reports no lag (refreshed every few seconds).
+    job.wait_for_metric("the consumer lag", |m| {
+        m.lines().any(|l| l.starts_with("millrace_worker_consumer_lag_records{") && l.ends_with(" 0"))
+    });
+    job.assert_running();
+}
