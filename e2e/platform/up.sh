@@ -38,6 +38,9 @@ if (( ${#crds[@]} )); then
   kubectl --kubeconfig "$LOCAL/kubeconfig" wait --for condition=established --timeout=60s "${crds[@]/#/-f}" >/dev/null
 fi
 
+step "Millrace operator and API server (as Pods of the pod runner)"
+bash "$ROOT/e2e/platform/api.sh" up >/dev/null
+
 step "writing .local/env"
 bash "$ROOT/e2e/platform/write-env.sh"
 info "platform up in $((SECONDS - started))s; \`source .local/env\` to use it, \`make status\` to see it"

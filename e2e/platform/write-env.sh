@@ -12,5 +12,7 @@ source "$(dirname "$0")/lib.sh"
   echo "MILLRACE_PODS_DIR=$LOCAL/pods"
   echo "MILLRACE_BIN_DIR=$CARGO_TARGET_DIR/debug"
   echo "PATH=$BIN:\$PATH"
+  # MILLRACE_API_URL and MILLRACE_ADMIN_TOKEN, once e2e/platform/api.sh up has run.
+  if [[ -f "$LOCAL/api.env" ]]; then cat "$LOCAL/api.env"; fi
 } >"$LOCAL/env.tmp"
 mv "$LOCAL/env.tmp" "$LOCAL/env"

@@ -1,0 +1,176 @@
+//! Fixtures of the API end-to-end test: millrace-api deployed once per test run as a Pod of
+//! the pod runner (e2e/manifests/api.yaml, next to the operator), reached through its
+//! Service address, with a small JSON client.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{Scope, pinned_kind};
+use kube::{Client, ResourceExt};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use crate::support::{FIELD_MANAGER, client, ensure_operator, wait_until};
+
+const NAMESPACE: &str = "millrace-system";
+const LABEL: &str = "app.kubernetes.io/name=millrace-api";
+
+/// Where the API answers and how to be its admin.
+#[derive(Clone)]
+pub struct ApiServer {
+    pub base: String,
+    pub admin_token: String,
+    http: reqwest::Client,
+}
+
+/// A response: status, headers and JSON body (`Null` when there is none).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub json: Value,
+}
+
+impl Reply {
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Self {
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.json);
+        self
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl ApiServer {
+    /// `method path` with a bearer token, a JSON body and extra headers.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request =
+            self.http.request(method.clone(), format!("{}{path}", self.base)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap_or_else(|err| panic!("{method} {path}: {err}"));
+        let (status, headers) = (response.status(), response.headers().clone());
+        let text = response.text().await.unwrap_or_default();
+        Reply { status, headers, json: serde_json::from_str(&text).unwrap_or(Value::Null) }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::GET, path, token, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, token, Some(body), &[]).await
+    }
+
+    pub async fn raw_get(&self, path: &str) -> (StatusCode, String) {
+        let response = self.http.get(format!("{}{path}", self.base)).send().await.expect("GET");
+        (response.status(), response.text().await.unwrap_or_default())
+    }
+}
+
+static API: OnceCell<ApiServer> = OnceCell::const_new();
+
+/// Makes sure the operator and the API server run (the API on the binary just built), and
+/// returns how to reach it. Done once per run.
+pub async fn ensure_api() -> ApiServer {
+    API.get_or_init(|| async {
+        ensure_operator().await;
+        let client = client().await;
+        apply_manifest(&client).await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+        let old: Vec<String> = pods
+            .list(&ListParams::default().labels(LABEL))
+            .await
+            .expect("list api pods")
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect();
+        for name in &old {
+            let _ = pods.delete(name, &DeleteParams::default()).await;
+        }
+        let what = "a Ready millrace-api Pod in millrace-system (see .local/pods/millrace-system/)";
+        wait_until(what, Duration::from_secs(120), || async {
+            let list = pods.list(&ListParams::default().labels(LABEL)).await.ok()?;
+            list.items.into_iter().find(|p| {
+                !old.contains(&p.name_any())
+                    && p.metadata.deletion_timestamp.is_none()
+                    && p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+        })
+        .await;
+        let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
+        let address = wait_until(
+            "the pod runner to give Service millrace-api an address",
+            Duration::from_secs(30),
+            || async {
+                services
+                    .get("millrace-api")
+                    .await
+                    .ok()?
+                    .annotations()
+                    .get("millrace.io/local-address")
+                    .cloned()
+            },
+        )
+        .await;
+        let secret =
+            Api::<Secret>::namespaced(client, NAMESPACE).get("millrace-api").await.expect("the api Secret");
+        let token =
+            secret.data.and_then(|d| d.get("admin-token").cloned()).expect("admin-token in the Secret");
+        let server = ApiServer {
+            base: format!("http://{address}:8080"),
+            admin_token: String::from_utf8(token.0).expect("a UTF-8 token").trim().to_owned(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client"),
+        };
+        wait_until("millrace-api /readyz through its Service", Duration::from_secs(60), || async {
+            let (status, _) = server.raw_get("/readyz").await;
+            status.is_success().then_some(())
+        })
+        .await;
+        server
+    })
+    .await
+    .clone()
+}
+
+async fn apply_manifest(client: &Client) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests/api.yaml");
+    let text = std::fs::read_to_string(&path).expect("read e2e/manifests/api.yaml");
+    let documents: Vec<DynamicObject> = serde_saphyr::from_str_multiple(&text).expect("manifest parses");
+    for object in documents {
+        let types = object.types.clone().expect("every manifest document has apiVersion and kind");
+        let gvk = GroupVersionKind::try_from(&types).expect("valid apiVersion");
+        let (resource, capabilities) = pinned_kind(client, &gvk).await.expect("kind known to the API server");
+        let api: Api<DynamicObject> = match capabilities.scope {
+            Scope::Namespaced => Api::namespaced_with(
+                client.clone(),
+                object.metadata.namespace.as_deref().unwrap_or("default"),
+                &resource,
+            ),
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        api.patch(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&object))
+            .await
+            .unwrap_or_else(|err| panic!("applying {} {}: {err}", types.kind, object.name_any()));
+    }
+}
