@@ -1,24 +1,76 @@
 #!/usr/bin/env bash
-# `make demo`: the local platform up, then the main job. Today the main job is the foundation
-# demo (examples/demo/): a Deployment whose Pods the pod runner runs as real millrace-worker
-# processes. The seed pipeline replaces it when the stream engine lands.
+# `make demo`: the local platform up, then the main job end to end — seed pipeline (a) from
+# ../shared/SEED.md: integers from `input-topic`, drop values below 50, the average of the
+# last 3 remaining values to `output-topic`. Topics are KafkaTopic resources reconciled by
+# the operator; the job is a millrace-worker Pod run by the pod runner. The demo produces
+# input (with one malformed record), reads the output back and compares it with a reference
+# computed here, then shows the job's metrics (the malformed record is dead-lettered).
 set -euo pipefail
 source "$(dirname "$0")/platform/lib.sh"
 
+RECORDS="${DEMO_RECORDS:-1000}"
+NS=millrace-demo
+work="$LOCAL/demo"; mkdir -p "$work"
+
 bash "$ROOT/e2e/platform/up.sh"
 export KUBECONFIG="$LOCAL/kubeconfig"
+kafka() { bash "$ROOT/e2e/platform/kafka.sh" "$@"; }
+topic_in_kafka() { kafka topics --list 2>/dev/null | grep -qx "$1"; }
+no_topic_in_kafka() { ! kafka topics --list 2>/dev/null | grep -qxE 'input-topic|output-topic|input-topic-dlq'; }
 
-step "deploying examples/demo/worker-deployment.yaml"
-kubectl apply -f "$ROOT/examples/demo/worker-deployment.yaml"
-step "waiting for the Deployment to roll out (the pod runner starts real processes)"
-kubectl -n millrace-demo rollout status deployment/demo-worker --timeout=180s
+if kubectl get namespace "$NS" >/dev/null 2>&1; then
+  step "clearing the previous demo run (job, then its topics through the operator)"
+  kubectl -n "$NS" delete deployment seed-a --ignore-not-found --wait=true >/dev/null
+  kubectl -n "$NS" delete kafkatopics --all --wait=true --timeout=120s >/dev/null
+  wait_for "the old topics to leave Kafka" 120 no_topic_in_kafka
+fi
 
-step "the Pods, each a local process on its own loopback address"
-kubectl -n millrace-demo get pods -o wide
-for ip in $(kubectl -n millrace-demo get pods -l app.kubernetes.io/name=demo-worker -o jsonpath='{.items[*].status.podIP}'); do
-  printf '    %s:9200/healthz -> %s\n' "$ip" "$(curl -fsS "http://$ip:9200/healthz")"
-done
-step "through the Service, by the name in the pod runner's hosts file"
-svc_ip=$(awk '$2 == "demo-worker.millrace-demo.svc.cluster.local" {print $1}' "$LOCAL/pods/hosts")
-printf '    demo-worker.millrace-demo.svc (%s):9200/readyz -> %s\n' "$svc_ip" "$(curl -fsS "http://$svc_ip:9200/readyz")"
-info "logs: .local/pods/millrace-demo/<pod>/worker.log; stop with: make down"
+step "topics: KafkaTopic resources input-topic, output-topic, input-topic-dlq"
+kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl create configmap seed-a-sql -n "$NS" --from-file=job.sql="$ROOT/examples/seed/seed-a-rolling-average.sql" \
+  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl apply -f "$ROOT/examples/demo/seed-a.yaml"
+kubectl -n "$NS" wait --for=condition=Ready kafkatopic --all --timeout=120s
+for t in input-topic output-topic input-topic-dlq; do wait_for "topic $t in Kafka" 60 topic_in_kafka "$t"; done
+
+step "the job: seed-a (millrace-worker run, examples/seed/seed-a-rolling-average.sql)"
+kubectl -n "$NS" rollout status deployment/seed-a --timeout=180s
+
+step "producing $RECORDS integers 0..99 (and one malformed record) to input-topic"
+python3 - "$RECORDS" "$work" <<'PY'
+import random, sys, pathlib
+n, work = int(sys.argv[1]), pathlib.Path(sys.argv[2])
+rng = random.Random(42)
+values = [rng.randrange(100) for _ in range(n)]
+lines = [str(v) for v in values]
+lines.insert(n // 2, "not-a-number")            # must land in the dead-letter topic
+(work / "input.txt").write_text("\n".join(lines) + "\n")
+kept = [v for v in values if v >= 50]
+expected = [sum(kept[i - 2:i + 1]) / 3 for i in range(2, len(kept))]
+(work / "expected.txt").write_text("\n".join(repr(x) for x in expected) + "\n")
+print(f"    {n} values, {len(kept)} kept, {len(expected)} averages expected")
+PY
+kafka console-producer --topic input-topic <"$work/input.txt"
+expected_count=$(wc -l <"$work/expected.txt")
+
+step "reading $expected_count averages from output-topic (60s deadline)"
+kafka console-consumer --topic output-topic --from-beginning --max-messages "$expected_count" \
+  --timeout-ms 60000 >"$work/output.txt" 2>"$work/consumer.log" || true
+python3 - "$work" <<'PY'
+import sys, pathlib
+work = pathlib.Path(sys.argv[1])
+expected = [float(x) for x in (work / "expected.txt").read_text().split()]
+got = [float(x) for x in (work / "output.txt").read_text().split()]
+bad = [i for i, (g, e) in enumerate(zip(got, expected)) if abs(g - e) > 1e-9]
+print("    first averages:", ", ".join(f"{x:.2f}" for x in got[:6]), "…")
+if len(got) != len(expected) or bad:
+    print(f"    MISMATCH: {len(got)} of {len(expected)} averages, {len(bad)} wrong (first at {bad[:1]})")
+    sys.exit(1)
+print(f"    all {len(got)} averages match the reference")
+PY
+
+step "the job's metrics (records in/out, dead letters)"
+pod_ip=$(kubectl -n "$NS" get pods -l app.kubernetes.io/name=seed-a -o jsonpath='{.items[0].status.podIP}')
+curl -fsS "http://$pod_ip:9200/metrics" | grep -E '^millrace_worker_(source_records|sink_records|dead_lettered|consumer_lag)' | sed 's/^/    /'
+kubectl get -n "$NS" kafkatopics,pods -o wide
+info "job log: .local/pods/$NS/<pod>/job.log; the platform keeps running: make down stops it"
