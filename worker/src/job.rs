@@ -10,7 +10,7 @@ use millrace_connectors::{
     SourceConnector, StopSignal, start_sink, start_source,
 };
 use millrace_runtime::{DataflowIo, RunOptions, RuntimeError, RuntimeMetrics, run_dataflow};
-use millrace_sql::{JobPlan, MetadataKey, SqlError, TableDef, plan_job};
+use millrace_sql::{JobPlan, LateTarget, MetadataKey, SqlError, TableDef, plan_job};
 use prometheus_client::registry::Registry;
 
 /// Why a job could not start or stopped with an error.
@@ -60,6 +60,8 @@ impl Default for JobOptions {
 pub struct JobOverrides {
     pub sources: HashMap<String, SourceConnector>,
     pub sinks: HashMap<String, SinkConnector>,
+    /// Replaces the late side output the source table names (`late_topic`/`late_path`).
+    pub late: Option<SinkConnector>,
 }
 
 /// Metrics of a running job, registered into the process registry.
@@ -83,6 +85,35 @@ pub struct Job {
     sink_table: ConnectorTable,
     source: SourceConnector,
     sink: SinkConnector,
+    /// The late side output, if the source table names one.
+    late: Option<(ConnectorTable, SinkConnector)>,
+}
+
+/// The late side output as a sink table: the window stage's input rows, as JSON, into the
+/// source table's `late_topic` (on the source's Kafka cluster) or `late_path`.
+fn late_table(plan: &JobPlan) -> Option<ConnectorTable> {
+    let late = plan.dataflow.late_output.as_ref()?;
+    let mut options = std::collections::BTreeMap::new();
+    match plan.source.late_output.as_ref()? {
+        LateTarget::Topic(topic) => {
+            options.insert("connector".to_string(), "kafka".to_string());
+            options.insert("topic".to_string(), topic.clone());
+            if let Some(bootstrap) = plan.source.options.get("bootstrap_servers") {
+                options.insert("bootstrap_servers".to_string(), bootstrap.clone());
+            }
+        }
+        LateTarget::Path(path) => {
+            options.insert("connector".to_string(), "file".to_string());
+            options.insert("path".to_string(), path.clone());
+        }
+    }
+    options.insert("format".to_string(), "json".to_string());
+    Some(ConnectorTable {
+        name: format!("{}_late", plan.source.name),
+        schema: late.schema.clone(),
+        metadata: Vec::new(),
+        options,
+    })
 }
 
 fn connector_table(def: &TableDef) -> ConnectorTable {
@@ -122,6 +153,16 @@ impl Job {
             Some(sink) => sink,
             None => SinkConnector::from_table(&sink_table, bootstrap).map_err(|e| at(&plan.sink, e))?,
         };
+        let late = match late_table(&plan) {
+            None => None,
+            Some(table) => {
+                let connector = match overrides.late.take() {
+                    Some(connector) => connector,
+                    None => SinkConnector::from_table(&table, bootstrap).map_err(|e| at(&plan.source, e))?,
+                };
+                Some((table, connector))
+            }
+        };
         // Decoders validate formats against schemas (e.g. raw needs one payload column).
         if let SourceConnector::Kafka(k) = &source {
             millrace_connectors::RecordDecoder::new(&source_table, k.format)
@@ -136,7 +177,7 @@ impl Job {
                 options.parallelism, options.max_parallelism
             )));
         }
-        Ok(Self { plan, source_table, sink_table, source, sink })
+        Ok(Self { plan, source_table, sink_table, source, sink, late })
     }
 
     /// Runs the job until its sources end (bounded input) or `stop` is signalled, then
@@ -166,6 +207,24 @@ impl Job {
             options.channel_capacity,
             &metrics.connectors,
         )?;
+        let (late, late_threads) = match self.late {
+            None => (Vec::new(), Vec::new()),
+            Some((table, connector)) => match start_sink(
+                &table,
+                connector,
+                dataflow.late_output_parallelism(p),
+                options.channel_capacity,
+                &metrics.connectors,
+            ) {
+                Ok(started) => started,
+                Err(err) => {
+                    drop(sinks);
+                    join_all(sink_threads).await?;
+                    return Err(err.into());
+                }
+            },
+        };
+        let sink_threads: Vec<ConnectorThread> = sink_threads.into_iter().chain(late_threads).collect();
         let (sources, source_threads) = match start_source(
             &self.source_table,
             self.source,
@@ -177,6 +236,7 @@ impl Job {
             Ok(started) => started,
             Err(err) => {
                 drop(sinks);
+                drop(late);
                 join_all(sink_threads).await?;
                 return Err(err.into());
             }
@@ -187,7 +247,7 @@ impl Job {
             channel_capacity: options.channel_capacity,
             ..RunOptions::default()
         };
-        let io = DataflowIo { sources, sinks };
+        let io = DataflowIo { sources, sinks, late };
         let mut threads: Vec<ConnectorThread> = source_threads.into_iter().chain(sink_threads).collect();
         let outcome = tokio::select! {
             result = run_dataflow(dataflow, io, &run_options, &metrics.runtime) => result.map_err(JobError::from),

@@ -4,7 +4,9 @@
 //! - `inputs/<table>.json`: the source table's records, `[{"partition", "timestamp", "value"}]`
 //!   (`value` is the raw text, or a JSON value that is serialized for `format = 'json'`),
 //! - `expected.json`: `rows` (the sink's rows as JSON objects), `ordered`, `parallelism` (each
-//!   is run), `dead_lettered` and `late_records` (counted in the job's metrics).
+//!   is run), `dead_lettered` and `late_records` (counted in the job's metrics), and, for a
+//!   source table with a late side output (`late_topic`/`late_path`), `late_rows`: the rows
+//!   that reach it (compared unordered).
 //!
 //! The job runs for real (planning, runtime, decoders), with its Kafka source and sink
 //! replaced by in-memory ones that feed one record per batch, so watermarks advance after
@@ -89,6 +91,8 @@ async fn run_case(case: &Path, parallelism: usize) -> Result<(), String> {
     let mut overrides = JobOverrides::default();
     overrides.sources.insert(plan.source.name.clone(), SourceConnector::memory(input, format, 1));
     overrides.sinks.insert(plan.sink.name.clone(), SinkConnector::memory(sink.clone()));
+    let late_sink = MemorySink::default();
+    overrides.late = Some(SinkConnector::memory(late_sink.clone()));
     let options = JobOptions { parallelism, slots: parallelism, ..JobOptions::default() };
     let job = Job::prepare(&sql, &options, overrides).map_err(|e| format!("preparing: {e}"))?;
     let mut registry = Registry::default();
@@ -112,6 +116,17 @@ async fn run_case(case: &Path, parallelism: usize) -> Result<(), String> {
             "rows differ\n  expected: {}\n  got:      {}",
             serde_json::to_string(&want).unwrap_or_default(),
             serde_json::to_string(&got).unwrap_or_default()
+        ));
+    }
+    let mut want_late: Vec<Value> = expected["late_rows"].as_array().cloned().unwrap_or_default();
+    let mut got_late = rows_as_json(&late_sink.batches());
+    want_late.sort_by_key(Value::to_string);
+    got_late.sort_by_key(Value::to_string);
+    if got_late != want_late {
+        problems.push(format!(
+            "late side output differs\n  expected: {}\n  got:      {}",
+            serde_json::to_string(&want_late).unwrap_or_default(),
+            serde_json::to_string(&got_late).unwrap_or_default()
         ));
     }
     for (key, metric) in

@@ -378,3 +378,65 @@ fn malformed_records_go_to_the_dead_letter_topic_and_the_job_continues() {
     });
     job.assert_running();
 }
+
+fn late_job(input: &str, output: &str, late: &str) -> String {
+    format!(
+        "CREATE TABLE events (
+           v BIGINT,
+           ts TIMESTAMP(3),
+           WATERMARK FOR ts AS ts - INTERVAL '0' SECOND
+         ) WITH (connector = 'kafka', topic = '{input}', format = 'json', scan_startup_mode = 'earliest',
+                 group_id = '{group}', late_topic = '{late}');
+         CREATE TABLE counts (window_start TIMESTAMP(3), n BIGINT, total BIGINT)
+           WITH (connector = 'kafka', topic = '{output}', format = 'json');
+         INSERT INTO counts
+         SELECT tumble(ts, INTERVAL '2' SECOND) AS window_start, COUNT(*) AS n, SUM(v) AS total
+         FROM events GROUP BY tumble(ts, INTERVAL '2' SECOND);",
+        group = unique("g")
+    )
+}
+
+fn event(v: i64, ts: &str) -> (i32, Option<i64>, String) {
+    (0, None, format!("{{\"v\": {v}, \"ts\": \"1970-01-01T00:00:{ts}\"}}"))
+}
+
+#[test]
+fn late_rows_go_to_the_late_topic_and_the_job_continues() {
+    let (input, output, late) = (unique("late-in"), unique("late-out"), unique("late-late"));
+    create_topics(&[(&input, 1), (&output, 1), (&late, 1)]);
+    let mut job = RunningJob::start(&late_job(&input, &output, &late), 1);
+    // 04.5 moves the watermark past [0,2): the window fires.
+    produce(&input, &[event(1, "00.500"), event(2, "02.500"), event(3, "04.500")]);
+    let fired = consume_until(&output, 1, |seen| {
+        job.assert_running();
+        !seen.is_empty()
+    });
+    assert_eq!(fired[0].0, r#"{"window_start":"1970-01-01T00:00:00","n":1,"total":1}"#);
+    // Only now (the watermark is known to be past it) the row for [0,2) is produced: late.
+    produce(&input, &[event(99, "01.000")]);
+    let late_rows = consume_until(&late, 1, |seen| {
+        job.assert_running();
+        !seen.is_empty()
+    });
+    assert_eq!(late_rows.len(), 1);
+    assert_eq!(late_rows[0].0, r#"{"v":99,"ts":"1970-01-01T00:00:01"}"#);
+    job.wait_for_metric("the late-rows counter", |m| {
+        m.lines().any(|l| l.starts_with("millrace_worker_late_records_total{") && l.ends_with(" 1"))
+    });
+    // The job goes on: later rows still fire their windows, and the late row changed nothing.
+    produce(&input, &[event(4, "06.500")]);
+    let all = consume_until(&output, 1, |seen| {
+        job.assert_running();
+        seen.len() >= 3
+    });
+    let values: Vec<&str> = all.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(
+        values,
+        vec![
+            r#"{"window_start":"1970-01-01T00:00:00","n":1,"total":1}"#,
+            r#"{"window_start":"1970-01-01T00:00:02","n":1,"total":2}"#,
+            r#"{"window_start":"1970-01-01T00:00:04","n":1,"total":3}"#,
+        ]
+    );
+    job.assert_running();
+}

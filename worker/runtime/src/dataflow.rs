@@ -10,8 +10,8 @@ use datafusion_physical_expr::PhysicalExpr;
 use crate::error::OperatorError;
 use crate::operator::Operator;
 use crate::operators::{
-    FilterOperator, OverRowsOperator, OverRowsSpec, ProjectionOperator, WindowAggregateOperator,
-    WindowAggregateSpec,
+    FilterOperator, OverRowsOperator, OverRowsSpec, ProjectionOperator, SessionWindowOperator,
+    SessionWindowSpec, WindowAggregateOperator, WindowAggregateSpec,
 };
 
 /// Which column carries time, and how watermarks follow it.
@@ -63,6 +63,7 @@ pub enum OperatorSpec {
     Filter(Arc<dyn PhysicalExpr>),
     Projection { exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef },
     WindowAggregate(WindowAggregateSpec),
+    SessionWindow(SessionWindowSpec),
     OverRows { spec: OverRowsSpec, partition_types: Vec<DataType> },
 }
 
@@ -75,6 +76,7 @@ impl OperatorSpec {
                 Box::new(ProjectionOperator::new(exprs.clone(), Arc::clone(schema)))
             }
             OperatorSpec::WindowAggregate(spec) => Box::new(WindowAggregateOperator::try_new(spec.clone())?),
+            OperatorSpec::SessionWindow(spec) => Box::new(SessionWindowOperator::try_new(spec.clone())?),
             OperatorSpec::OverRows { spec, partition_types } => {
                 Box::new(OverRowsOperator::try_new(spec.clone(), partition_types.clone())?)
             }
@@ -89,10 +91,18 @@ impl OperatorSpec {
                 format!("projection [{}]", exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "))
             }
             OperatorSpec::WindowAggregate(spec) => format!(
-                "window_aggregate {:?} keys={} aggregates=[{}]",
+                "window_aggregate {:?} keys={} aggregates=[{}] allowed_lateness={}ms",
                 spec.assigner,
                 spec.keys.len(),
-                spec.aggregates.iter().map(|a| a.name().to_string()).collect::<Vec<_>>().join(", ")
+                spec.aggregates.iter().map(|a| a.name().to_string()).collect::<Vec<_>>().join(", "),
+                spec.allowed_lateness_ms
+            ),
+            OperatorSpec::SessionWindow(spec) => format!(
+                "session_window gap={}ms keys={} aggregates=[{}] allowed_lateness={}ms",
+                spec.gap_ms,
+                spec.keys.len(),
+                spec.aggregates.iter().map(|a| a.name().to_string()).collect::<Vec<_>>().join(", "),
+                spec.allowed_lateness_ms
             ),
             OperatorSpec::OverRows { spec, .. } => format!(
                 "over_rows partition_by={} functions=[{}]",
@@ -129,6 +139,17 @@ pub struct Dataflow {
     pub stages: Vec<Stage>,
     /// The schema of the rows the last stage emits (the sink table's schema).
     pub output_schema: SchemaRef,
+    /// Where late rows go, if the job has a late side output.
+    pub late_output: Option<LateOutput>,
+}
+
+/// The late side output: the rows a window stage found too late, as that stage received them.
+#[derive(Clone, Debug)]
+pub struct LateOutput {
+    /// The window stage whose late rows are collected.
+    pub stage: usize,
+    /// The rows' schema (the window stage's input).
+    pub schema: SchemaRef,
 }
 
 impl Dataflow {
@@ -145,6 +166,12 @@ impl Dataflow {
         self.stage_parallelism(self.stages.len().saturating_sub(1), parallelism)
     }
 
+    /// The number of late-output senders the executor expects (one per instance of the
+    /// window stage), zero without a late output.
+    pub fn late_output_parallelism(&self, parallelism: usize) -> usize {
+        self.late_output.as_ref().map_or(0, |late| self.stage_parallelism(late.stage, parallelism))
+    }
+
     /// A human-readable plan, one stage per line.
     pub fn explain(&self) -> String {
         let mut out = format!("source {} time={:?}\n", self.source.table, self.source.time);
@@ -152,6 +179,9 @@ impl Dataflow {
             out.push_str(&format!("stage {i} input={:?}\n", stage.input));
             for op in &stage.operators {
                 out.push_str(&format!("  {}\n", op.describe()));
+            }
+            if self.late_output.as_ref().is_some_and(|late| late.stage == i) {
+                out.push_str("  late rows -> late side output\n");
             }
         }
         out

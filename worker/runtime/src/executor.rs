@@ -47,10 +47,13 @@ impl Default for RunOptions {
 }
 
 /// The connectors' ends: one source receiver per first-stage subtask, one sink sender per
-/// last-stage subtask (see [`Dataflow::sink_parallelism`]).
+/// last-stage subtask (see [`Dataflow::sink_parallelism`]), and one late-output sender per
+/// instance of the window stage that has a late side output (see
+/// [`Dataflow::late_output_parallelism`]; empty without one).
 pub struct DataflowIo {
     pub sources: Vec<mpsc::Receiver<SourceEvent>>,
     pub sinks: Vec<mpsc::Sender<RecordBatch>>,
+    pub late: Vec<mpsc::Sender<RecordBatch>>,
 }
 
 type Envelope = (usize, StreamMessage);
@@ -81,6 +84,14 @@ pub async fn run_dataflow(
         )));
     }
 
+    if io.late.len() != dataflow.late_output_parallelism(p) {
+        return Err(RuntimeError::InvalidDataflow(format!(
+            "expected {} late-output senders, got {}",
+            dataflow.late_output_parallelism(p),
+            io.late.len()
+        )));
+    }
+
     // Channels into every stage after the first: one receiver per subtask.
     let mut inputs: Vec<Vec<Option<mpsc::Receiver<Envelope>>>> = vec![Vec::new()];
     let mut input_senders: Vec<Vec<mpsc::Sender<Envelope>>> = vec![Vec::new()];
@@ -98,6 +109,7 @@ pub async fn run_dataflow(
     let mut tasks = JoinSet::new();
     let mut sinks = io.sinks.into_iter();
     let mut sources = io.sources.into_iter();
+    let mut late_senders = io.late.into_iter();
     for (k, stage) in dataflow.stages.iter().enumerate() {
         let parallelism = dataflow.stage_parallelism(k, p);
         for j in 0..parallelism {
@@ -121,7 +133,16 @@ pub async fn run_dataflow(
                 }
             };
             let labels = RuntimeMetrics::labels(format!("s{k}"));
-            let mut task = StageTask { chain, output, metrics: metrics.clone(), labels };
+            let late = if dataflow.late_output.as_ref().is_some_and(|l| l.stage == k) {
+                Some(
+                    late_senders
+                        .next()
+                        .ok_or_else(|| RuntimeError::InvalidDataflow("missing late output".into()))?,
+                )
+            } else {
+                None
+            };
+            let mut task = StageTask { chain, output, late, metrics: metrics.clone(), labels };
             if k == 0 {
                 let source =
                     sources.next().ok_or_else(|| RuntimeError::InvalidDataflow("missing source".into()))?;
@@ -166,6 +187,8 @@ fn now_ms() -> i64 {
 /// The operators of one stage subtask, chained.
 struct Chain {
     operators: Vec<(Box<dyn Operator>, OperatorContext, OperatorLabels)>,
+    /// Rows the operators set aside in the last `run` (late rows).
+    side_output: Vec<RecordBatch>,
     subtask: usize,
     metrics: RuntimeMetrics,
 }
@@ -194,7 +217,7 @@ impl Chain {
             };
             operators.push((operator, ctx, labels));
         }
-        let mut chain = Self { operators, subtask, metrics: metrics.clone() };
+        let mut chain = Self { operators, side_output: Vec::new(), subtask, metrics: metrics.clone() };
         for (operator, ctx, _) in &mut chain.operators {
             operator.on_start(ctx).map_err(|source| RuntimeError::Operator {
                 operator: operator.name(),
@@ -243,6 +266,7 @@ impl Chain {
                 let operator = &self.operators[i].0;
                 return Err(self.fail(operator.as_ref(), source));
             }
+            self.side_output.extend(self.operators[i].0.take_side_output());
             let rows_out: usize = next.iter().map(|b| b.num_rows()).sum();
             self.metrics.records_out.get_or_create(&self.operators[i].2).inc_by(rows_out as u64);
             current = next;
@@ -261,6 +285,8 @@ enum Output {
 struct StageTask {
     chain: Chain,
     output: Output,
+    /// The late side output, on the window stage of a job that has one.
+    late: Option<mpsc::Sender<RecordBatch>>,
     metrics: RuntimeMetrics,
     labels: OperatorLabels,
 }
@@ -392,6 +418,12 @@ impl StageTask {
         close: bool,
     ) -> Result<(), StepError> {
         let output = self.chain.run(input, watermark, close).map_err(StepError::Failed)?;
+        let side_output = std::mem::take(&mut self.chain.side_output);
+        if let Some(late) = &self.late {
+            for batch in side_output {
+                late.send(batch).await.map_err(|_| StepError::Disconnected)?;
+            }
+        }
         if let Some(w) = watermark
             && w != Watermark::MAX
         {
@@ -440,7 +472,8 @@ impl StageTask {
                 let _ = target.send((*me, StreamMessage::EndOfStream)).await;
             }
         }
-        // Dropping the sink sender tells the sink to flush and finish.
+        // Dropping the sink senders tells the sinks to flush and finish.
+        self.late = None;
         self.output =
             Output::Exchange { exchange: Exchange::Forward, me: 0, targets: Vec::new(), max_parallelism: 1 };
     }

@@ -16,7 +16,7 @@ pub struct OperatorContext {
     pub parallelism: usize,
     /// The last watermark this operator has seen (rows at or below it are late).
     pub watermark: Watermark,
-    /// Rows dropped because they arrived after their window closed.
+    /// Rows that arrived after their window's allowed lateness (dropped or side-output).
     pub late_records: Counter,
 }
 
@@ -68,6 +68,12 @@ pub trait Operator: Send {
         _out: &mut Vec<RecordBatch>,
     ) -> Result<(), OperatorError> {
         Ok(())
+    }
+
+    /// Rows this operator set aside since the last call (late rows, for the job's late side
+    /// output). Called after every batch and watermark.
+    fn take_side_output(&mut self) -> Vec<RecordBatch> {
+        Vec::new()
     }
 
     /// Called on checkpoint barrier alignment; snapshot the declared state tables here.

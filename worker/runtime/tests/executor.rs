@@ -44,6 +44,7 @@ fn dataflow(second_stage: Option<Exchange>) -> Dataflow {
         source: SourceSpec { table: "t".into(), schema: schema(), time: TimeAttribute::None },
         stages,
         output_schema: schema(),
+        late_output: None,
     }
 }
 
@@ -67,10 +68,9 @@ async fn keyed_exchange_sends_each_key_to_one_subtask_and_keeps_every_row() {
     }
     let options = RunOptions { parallelism, ..RunOptions::default() };
     let metrics = RuntimeMetrics::default();
-    let run =
-        tokio::spawn(
-            async move { run_dataflow(&flow, DataflowIo { sources, sinks }, &options, &metrics).await },
-        );
+    let run = tokio::spawn(async move {
+        run_dataflow(&flow, DataflowIo { sources, sinks, late: Vec::new() }, &options, &metrics).await
+    });
 
     let collectors: Vec<_> = outputs
         .into_iter()
@@ -122,8 +122,13 @@ async fn a_sink_that_stops_reading_backpressures_the_source() {
     let options = RunOptions { parallelism: 1, channel_capacity: 1, ..RunOptions::default() };
     let metrics = RuntimeMetrics::default();
     let run = tokio::spawn(async move {
-        run_dataflow(&flow, DataflowIo { sources: vec![source_rx], sinks: vec![sink_tx] }, &options, &metrics)
-            .await
+        run_dataflow(
+            &flow,
+            DataflowIo { sources: vec![source_rx], sinks: vec![sink_tx], late: Vec::new() },
+            &options,
+            &metrics,
+        )
+        .await
     });
     source_tx.send(SourceEvent::Assigned(vec![SourcePartition(0)])).await.expect("assigned");
     // Nobody reads the sink: the bounded channels fill up and the source must block. "Blocked"

@@ -29,6 +29,20 @@ use crate::error::SqlError;
 
 /// The table option that makes silent partitions stop holding the watermark back.
 pub const IDLE_TIMEOUT_OPTION: &str = "watermark_idle_timeout_ms";
+/// How long a fired window still accepts rows (source table option, milliseconds).
+pub const ALLOWED_LATENESS_OPTION: &str = "allowed_lateness_ms";
+/// The late side output: a Kafka topic (on the source's cluster) or a file.
+pub const LATE_TOPIC_OPTION: &str = "late_topic";
+pub const LATE_PATH_OPTION: &str = "late_path";
+
+/// Where a source table's late rows go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LateTarget {
+    /// `late_topic`: a Kafka topic on the source table's cluster, rows as JSON.
+    Topic(String),
+    /// `late_path`: a file, one JSON row per line.
+    Path(String),
+}
 
 /// Where a table's event time comes from and how late rows may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +52,8 @@ pub struct WatermarkSpec {
     /// `watermark_idle_timeout_ms`: a partition silent this long stops holding the
     /// watermark back.
     pub idle_timeout_ms: Option<i64>,
+    /// `allowed_lateness_ms`: how long after firing a window still takes rows (0 by default).
+    pub allowed_lateness_ms: i64,
 }
 
 /// A column filled from the record's metadata instead of its payload.
@@ -59,6 +75,8 @@ pub struct TableDef {
     pub metadata: Vec<(usize, MetadataKey)>,
     pub proctime: Option<usize>,
     pub watermark: Option<WatermarkSpec>,
+    /// `late_topic` / `late_path`: the late side output (none: late rows are dropped).
+    pub late_output: Option<LateTarget>,
     /// `WITH (…)` options, keys lower-cased, values as written.
     pub options: BTreeMap<String, String>,
     /// Where the statement starts, for errors found later (connector options).
@@ -200,7 +218,12 @@ pub fn table_def(
                     SqlError::at(clause.location, message)
                         .with_hint("write WATERMARK FOR ts AS ts - INTERVAL '5' SECOND")
                 })?;
-            Some(WatermarkSpec { column, max_out_of_orderness_ms: delay, idle_timeout_ms: None })
+            Some(WatermarkSpec {
+                column,
+                max_out_of_orderness_ms: delay,
+                idle_timeout_ms: None,
+                allowed_lateness_ms: 0,
+            })
         }
     };
 
@@ -218,12 +241,49 @@ pub fn table_def(
             }
         },
     };
-    let watermark = match (watermark, idle_timeout_ms) {
-        (Some(w), idle) => Some(WatermarkSpec { idle_timeout_ms: idle, ..w }),
-        (None, Some(_)) => {
-            return Err(SqlError::at(location, format!("{IDLE_TIMEOUT_OPTION} needs a WATERMARK")));
+    let allowed_lateness_ms = match options.remove(ALLOWED_LATENESS_OPTION) {
+        None => None,
+        Some(value) => match value.parse::<i64>() {
+            Ok(ms) if ms >= 0 => Some(ms),
+            _ => {
+                return Err(SqlError::at(
+                    location,
+                    format!(
+                        "{ALLOWED_LATENESS_OPTION} must be a non-negative number of milliseconds, got '{value}'"
+                    ),
+                ));
+            }
+        },
+    };
+    let late_output = match (options.remove(LATE_TOPIC_OPTION), options.remove(LATE_PATH_OPTION)) {
+        (Some(_), Some(_)) => {
+            return Err(SqlError::at(
+                location,
+                format!("name one late side output: {LATE_TOPIC_OPTION} or {LATE_PATH_OPTION}"),
+            ));
         }
+        (Some(topic), None) => Some(LateTarget::Topic(topic)),
+        (None, Some(path)) => Some(LateTarget::Path(path)),
         (None, None) => None,
+    };
+    let time_option = [
+        (IDLE_TIMEOUT_OPTION, idle_timeout_ms.is_some()),
+        (ALLOWED_LATENESS_OPTION, allowed_lateness_ms.is_some()),
+        (LATE_TOPIC_OPTION, matches!(late_output, Some(LateTarget::Topic(_)))),
+        (LATE_PATH_OPTION, matches!(late_output, Some(LateTarget::Path(_)))),
+    ]
+    .into_iter()
+    .find_map(|(name, given)| given.then_some(name));
+    let watermark = match watermark {
+        Some(w) => Some(WatermarkSpec {
+            idle_timeout_ms,
+            allowed_lateness_ms: allowed_lateness_ms.unwrap_or(0),
+            ..w
+        }),
+        None => match time_option {
+            Some(option) => return Err(SqlError::at(location, format!("{option} needs a WATERMARK"))),
+            None => None,
+        },
     };
 
     let proctime = match &ext.proctime {
@@ -248,6 +308,7 @@ pub fn table_def(
         metadata,
         proctime,
         watermark,
+        late_output,
         options,
         location,
     })

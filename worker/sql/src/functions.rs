@@ -2,7 +2,12 @@
 //! and type-checks them like any function:
 //!
 //! - `tumble(time_attr, size)`: the start of the tumbling window containing the row;
-//! - `hop(time_attr, slide, size)`: the start of each hopping window containing the row.
+//! - `hop(time_attr, slide, size)`: the start of each hopping window containing the row;
+//! - `session(time_attr, gap)`: the start of the row's session (sessions merge as rows
+//!   bridge gaps);
+//! - `cumulate(time_attr, step, max_size)`: the start of the row's cumulating windows;
+//! - `window_end(time_attr)` (an aggregate, so it may appear in SELECT next to the group
+//!   function): the end of the window a result row belongs to.
 //!
 //! They are markers: only `GROUP BY` of a streaming job gives them meaning (one row can lie in
 //! several hopping windows, which no scalar function can express), so the dataflow
@@ -10,8 +15,10 @@
 
 use arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{Result, exec_err, plan_err};
+use datafusion::logical_expr::function::AccumulatorArgs;
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility,
 };
 
 /// Which window a group function declares.
@@ -19,6 +26,8 @@ use datafusion::logical_expr::{
 pub enum WindowFunctionKind {
     Tumble,
     Hop,
+    Session,
+    Cumulate,
 }
 
 impl WindowFunctionKind {
@@ -26,6 +35,8 @@ impl WindowFunctionKind {
         match self {
             WindowFunctionKind::Tumble => "tumble",
             WindowFunctionKind::Hop => "hop",
+            WindowFunctionKind::Session => "session",
+            WindowFunctionKind::Cumulate => "cumulate",
         }
     }
 
@@ -33,14 +44,16 @@ impl WindowFunctionKind {
         match name {
             "tumble" => Some(WindowFunctionKind::Tumble),
             "hop" => Some(WindowFunctionKind::Hop),
+            "session" => Some(WindowFunctionKind::Session),
+            "cumulate" => Some(WindowFunctionKind::Cumulate),
             _ => None,
         }
     }
 
     fn arity(self) -> usize {
         match self {
-            WindowFunctionKind::Tumble => 2,
-            WindowFunctionKind::Hop => 3,
+            WindowFunctionKind::Tumble | WindowFunctionKind::Session => 2,
+            WindowFunctionKind::Hop | WindowFunctionKind::Cumulate => 3,
         }
     }
 }
@@ -86,5 +99,44 @@ impl ScalarUDFImpl for WindowGroupFunction {
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         exec_err!("{}() is only meaningful as a GROUP BY key of a streaming job", self.kind.name())
+    }
+}
+
+/// The name of the window-end aggregate.
+pub const WINDOW_END: &str = "window_end";
+
+/// `window_end(time_attr)`: an aggregate only so that DataFusion accepts it next to a window
+/// group function in SELECT; the window operators fill it with the window's end.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct WindowEndFunction {
+    signature: Signature,
+}
+
+impl WindowEndFunction {
+    pub fn udaf() -> AggregateUDF {
+        AggregateUDF::new_from_impl(Self { signature: Signature::any(1, Volatility::Immutable) })
+    }
+}
+
+impl AggregateUDFImpl for WindowEndFunction {
+    fn name(&self) -> &str {
+        WINDOW_END
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types.first() {
+            Some(DataType::Timestamp(_, _)) => Ok(DataType::Timestamp(TimeUnit::Millisecond, None)),
+            _ => plan_err!("{WINDOW_END}() needs the window's timestamp time attribute"),
+        }
+    }
+
+    fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        exec_err!(
+            "{WINDOW_END}() is only meaningful next to a window function in GROUP BY of a streaming job"
+        )
     }
 }

@@ -25,7 +25,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::Location;
 use millrace_runtime::Dataflow;
 
-pub use catalog::{MetadataKey, TableDef, WatermarkSpec};
+pub use catalog::{LateTarget, MetadataKey, TableDef, WatermarkSpec};
 pub use error::SqlError;
 use functions::{WindowFunctionKind, WindowGroupFunction};
 
@@ -51,6 +51,9 @@ pub fn plan_job(sql: &str) -> Result<JobPlan, SqlError> {
     let context = SessionContext::new();
     context.register_udf(WindowGroupFunction::udf(WindowFunctionKind::Tumble));
     context.register_udf(WindowGroupFunction::udf(WindowFunctionKind::Hop));
+    context.register_udf(WindowGroupFunction::udf(WindowFunctionKind::Session));
+    context.register_udf(WindowGroupFunction::udf(WindowFunctionKind::Cumulate));
+    context.register_udaf(functions::WindowEndFunction::udaf());
     let state = context.state();
     let mut catalog = catalog::StreamCatalog::new(&state);
     let mut tables: HashMap<String, TableDef> = HashMap::new();

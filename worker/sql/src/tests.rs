@@ -138,3 +138,68 @@ fn every_seed_example_plans() {
     }
     assert!(planned >= 4, "found only {planned} examples");
 }
+
+const CLICKS: &str = "CREATE TABLE clicks (user_id STRING, v BIGINT, ts TIMESTAMP(3),
+                 WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (connector = 'kafka', topic = 'c', format = 'json' OPTIONS);
+               CREATE TABLE out (user_id STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3), n BIGINT)
+                 WITH (connector = 'stdout');\n";
+
+fn clicks_job(options: &str, query: &str) -> String {
+    format!("{}{query}", CLICKS.replace(" OPTIONS", options))
+}
+
+#[test]
+fn session_and_cumulate_windows_plan_with_window_end() {
+    use millrace_runtime::operators::{WindowAssigner, WindowOutputColumn};
+    let session = clicks_job(
+        ", allowed_lateness_ms = '5000'",
+        "INSERT INTO out SELECT user_id, session(ts, INTERVAL '30' SECOND) AS window_start, window_end(ts) AS window_end, COUNT(*)
+         FROM clicks GROUP BY user_id, session(ts, INTERVAL '30' SECOND)",
+    );
+    let plan = plan_job(&session).unwrap_or_else(|e| panic!("{e}"));
+    let stage = &plan.dataflow.stages[1];
+    assert!(matches!(&stage.input, Exchange::Hash(keys) if keys.len() == 1));
+    let OperatorSpec::SessionWindow(spec) = &stage.operators[0] else {
+        panic!("{}", plan.dataflow.explain())
+    };
+    assert_eq!((spec.gap_ms, spec.allowed_lateness_ms, spec.late_side_output), (30_000, 5_000, false));
+    assert_eq!(spec.output_columns, vec![WindowOutputColumn::WindowEnd, WindowOutputColumn::Aggregate(0)]);
+    assert!(!plan.source.options.contains_key("allowed_lateness_ms"));
+
+    let cumulate = clicks_job(
+        ", late_topic = 'clicks-late'",
+        "INSERT INTO out SELECT user_id, cumulate(ts, INTERVAL '1' SECOND, INTERVAL '4' SECOND), window_end(ts), COUNT(*)
+         FROM clicks GROUP BY user_id, cumulate(ts, INTERVAL '1' SECOND, INTERVAL '4' SECOND)",
+    );
+    let plan = plan_job(&cumulate).unwrap_or_else(|e| panic!("{e}"));
+    let OperatorSpec::WindowAggregate(spec) = &plan.dataflow.stages[1].operators[0] else {
+        panic!("{}", plan.dataflow.explain())
+    };
+    assert_eq!(spec.assigner, WindowAssigner::Cumulate { step_ms: 1000, max_size_ms: 4000 });
+    assert!(spec.late_side_output);
+    let late = plan.dataflow.late_output.as_ref().expect("a late output");
+    assert_eq!(late.stage, 1);
+    assert_eq!(late.schema.fields().len(), 3, "the late rows are the window stage's input rows");
+    assert_eq!(plan.source.late_output, Some(crate::LateTarget::Topic("clicks-late".into())));
+    assert!(!plan.source.options.contains_key("late_topic"));
+}
+
+#[test]
+fn bad_window_and_lateness_options_are_refused() {
+    let query = "INSERT INTO out SELECT user_id, cumulate(ts, INTERVAL '2' SECOND, INTERVAL '3' SECOND), window_end(ts), COUNT(*)
+         FROM clicks GROUP BY user_id, cumulate(ts, INTERVAL '2' SECOND, INTERVAL '3' SECOND)";
+    let err = plan_job(&clicks_job("", query)).expect_err("3 s is no multiple of 2 s");
+    assert!(err.message.contains("multiple of step"), "{err}");
+    let no_window = "INSERT INTO out SELECT user_id, ts AS window_start, ts AS window_end, v FROM clicks";
+    let err = plan_job(&clicks_job(", late_path = '/tmp/late.json'", no_window)).expect_err("no window");
+    assert!(err.message.contains("no window aggregate"), "{err}");
+    let err = plan_job(&clicks_job(", allowed_lateness_ms = 'soon'", no_window)).expect_err("not a number");
+    assert!(err.message.contains("allowed_lateness_ms"), "{err}");
+    let err =
+        plan_job(&clicks_job(", late_path = 'a', late_topic = 'b'", no_window)).expect_err("two outputs");
+    assert!(err.message.contains("one late side output"), "{err}");
+    let wrong_end = "INSERT INTO out SELECT user_id, session(ts, INTERVAL '3' SECOND), window_end(ts + INTERVAL '1' SECOND), COUNT(*)
+         FROM clicks GROUP BY user_id, session(ts, INTERVAL '3' SECOND)";
+    let err = plan_job(&clicks_job("", wrong_end)).expect_err("window_end of another time");
+    assert!(err.message.contains("window_end"), "{err}");
+}

@@ -25,12 +25,14 @@ use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggrega
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use datafusion::sql::sqlparser::tokenizer::Location;
-use millrace_runtime::operators::{OverFunction, OverRowsSpec, WindowAggregateSpec, WindowAssigner};
-use millrace_runtime::{Dataflow, Exchange, OperatorSpec, SourceSpec, Stage, TimeAttribute};
+use millrace_runtime::operators::{
+    OverFunction, OverRowsSpec, SessionWindowSpec, WindowAggregateSpec, WindowAssigner, WindowOutputColumn,
+};
+use millrace_runtime::{Dataflow, Exchange, LateOutput, OperatorSpec, SourceSpec, Stage, TimeAttribute};
 
 use crate::catalog::{TableDef, interval_ms};
 use crate::error::SqlError;
-use crate::functions::WindowFunctionKind;
+use crate::functions::{WINDOW_END, WindowFunctionKind};
 
 /// Whether a column is a time attribute, and which kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +47,8 @@ struct Partial {
     stages: Vec<Stage>,
     /// Per output column of the subtree: is it a time attribute?
     time: Vec<Option<TimeKind>>,
+    /// The window stage whose late rows feed the late side output, with its input schema.
+    late: Option<LateOutput>,
 }
 
 impl Partial {
@@ -81,10 +85,20 @@ impl<'a> Translator<'a> {
             (None, Some(column)) => TimeAttribute::ProcessingTime { column },
             (None, None) => TimeAttribute::None,
         };
+        if table.late_output.is_some() && partial.late.is_none() {
+            return Err(SqlError::at(
+                table.location,
+                format!(
+                    "table '{}' names a late side output, but the query has no window aggregate",
+                    table.name
+                ),
+            ));
+        }
         Ok(Dataflow {
             source: SourceSpec { table: table.name.clone(), schema: Arc::clone(&table.schema), time },
             stages: partial.stages,
             output_schema: Arc::new(plan.schema().as_arrow().clone()),
+            late_output: partial.late,
         })
     }
 
@@ -121,6 +135,7 @@ impl<'a> Translator<'a> {
                     source: name,
                     stages: vec![Stage { input: Exchange::Forward, operators: Vec::new() }],
                     time,
+                    late: None,
                 };
                 if let Some(projection) = &scan.projection {
                     let exprs: Vec<Arc<dyn PhysicalExpr>> = projection
@@ -168,7 +183,7 @@ impl<'a> Translator<'a> {
             LogicalPlan::Aggregate(aggregate) => self.aggregate(aggregate),
             other => Err(self
                 .error(format!("{} is not supported in a streaming job yet", other.display()))
-                .with_hint("supported: projections, filters, OVER (ROWS) windows, GROUP BY tumble()/hop()")),
+                .with_hint("supported: projections, filters, OVER (ROWS) windows, GROUP BY tumble()/hop()/session()/cumulate()")),
         }
     }
 
@@ -211,11 +226,16 @@ impl<'a> Translator<'a> {
                 distinct,
                 filter,
             } = params;
-            let WindowFunctionDefinition::AggregateUDF(udaf) = fun else {
+            let WindowFunctionDefinition::AggregateUDF(udaf) = fun.clone() else {
                 return Err(self.error(format!(
                     "{name}: only aggregate functions (AVG, SUM, COUNT, MIN, MAX, …) work in OVER windows yet"
                 )));
             };
+            if udaf.name() == WINDOW_END {
+                return Err(
+                    self.error(format!("{WINDOW_END}() only works next to a window function in GROUP BY"))
+                );
+            }
             let order_ok = match order_by.as_slice() {
                 [sort] => match &sort.expr {
                     Expr::Column(c) => {
@@ -317,7 +337,7 @@ impl<'a> Translator<'a> {
             return Err(self
                 .error("GROUP BY without a window (an updating aggregate) is not supported yet")
                 .with_hint(
-                    "group by a window: GROUP BY tumble(ts, INTERVAL '3' SECOND) or hop(ts, slide, size)",
+                    "group by a window: GROUP BY tumble(ts, INTERVAL '3' SECOND), hop(ts, slide, size), session(ts, gap) or cumulate(ts, step, max_size)",
                 ));
         };
         let time_ok = match args.first() {
@@ -341,35 +361,77 @@ impl<'a> Translator<'a> {
             })?;
         let assigner =
             match (kind, sizes.as_slice()) {
-                (WindowFunctionKind::Tumble, [size]) => WindowAssigner::Tumbling { size_ms: *size },
+                (WindowFunctionKind::Tumble, [size]) => Some(WindowAssigner::Tumbling { size_ms: *size }),
                 (WindowFunctionKind::Hop, [slide, size]) if slide <= size => {
-                    WindowAssigner::Hopping { size_ms: *size, slide_ms: *slide }
+                    Some(WindowAssigner::Hopping { size_ms: *size, slide_ms: *slide })
                 }
+                (WindowFunctionKind::Cumulate, [step, max]) if step <= max && max % step == 0 => {
+                    Some(WindowAssigner::Cumulate { step_ms: *step, max_size_ms: *max })
+                }
+                (WindowFunctionKind::Session, [_]) => None,
                 _ => return Err(self.error(format!(
-                    "bad arguments to {}(): use tumble(ts, size) or hop(ts, slide, size) with slide <= size",
+                    "bad arguments to {}(): use tumble(ts, size), hop(ts, slide, size) with slide <= size, session(ts, gap) or cumulate(ts, step, max_size) with max_size a multiple of step",
                     kind.name()
                 ))),
             };
         let time = self.physical(&args[0], input)?;
         let key_exprs = keys.iter().map(|k| self.physical(k, input)).collect::<Result<Vec<_>, _>>()?;
         let group_count = aggregate.group_expr.len();
-        let aggregates = aggregate
-            .aggr_expr
-            .iter()
-            .enumerate()
-            .map(|(i, e)| self.aggregate_function(e, aggregate.schema.field(group_count + i).name(), input))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut aggregates = Vec::new();
+        let mut output_columns = Vec::new();
+        for (i, expr) in aggregate.aggr_expr.iter().enumerate() {
+            let name = aggregate.schema.field(group_count + i).name();
+            if let Expr::AggregateFunction(f) = expr.clone().unalias()
+                && f.func.name() == WINDOW_END
+            {
+                let same_time = f.params.args.first() == args.first();
+                if !same_time {
+                    return Err(self.error(format!(
+                        "{WINDOW_END}() takes the time attribute of the window function: {WINDOW_END}({})",
+                        args[0]
+                    )));
+                }
+                output_columns.push(WindowOutputColumn::WindowEnd);
+                continue;
+            }
+            output_columns.push(WindowOutputColumn::Aggregate(aggregates.len()));
+            aggregates.push(self.aggregate_function(expr, name, input)?);
+        }
         let exchange =
             if key_exprs.is_empty() { Exchange::Single } else { Exchange::Hash(key_exprs.clone()) };
-        let spec = WindowAggregateSpec {
-            time,
-            assigner,
-            keys: key_exprs,
-            window_position,
-            aggregates,
-            output_schema: Arc::new(aggregate.schema.as_arrow().clone()),
+        let table = &self.tables[&partial.source];
+        let allowed_lateness_ms = table.watermark.map_or(0, |w| w.allowed_lateness_ms);
+        let late_side_output = table.late_output.is_some();
+        let output_schema = Arc::new(aggregate.schema.as_arrow().clone());
+        let operator = match assigner {
+            Some(assigner) => OperatorSpec::WindowAggregate(WindowAggregateSpec {
+                time,
+                assigner,
+                keys: key_exprs,
+                window_position,
+                aggregates,
+                output_columns,
+                output_schema,
+                allowed_lateness_ms,
+                late_side_output,
+            }),
+            None => OperatorSpec::SessionWindow(SessionWindowSpec {
+                time,
+                gap_ms: sizes[0],
+                keys: key_exprs,
+                window_position,
+                aggregates,
+                output_columns,
+                output_schema,
+                allowed_lateness_ms,
+                late_side_output,
+            }),
         };
-        partial.stages.push(Stage { input: exchange, operators: vec![OperatorSpec::WindowAggregate(spec)] });
+        if late_side_output {
+            partial.late =
+                Some(LateOutput { stage: partial.stages.len(), schema: Arc::new(input.as_arrow().clone()) });
+        }
+        partial.stages.push(Stage { input: exchange, operators: vec![operator] });
         partial.time = vec![None; aggregate.schema.fields().len()];
         Ok(partial)
     }

@@ -3,9 +3,13 @@
 mod filter;
 mod over_rows;
 mod projection;
+mod session_window;
 mod window_aggregate;
+mod window_output;
 
 pub use filter::FilterOperator;
 pub use over_rows::{OverFunction, OverRowsOperator, OverRowsSpec};
 pub use projection::ProjectionOperator;
+pub use session_window::{SessionWindowOperator, SessionWindowSpec};
 pub use window_aggregate::{WindowAggregateOperator, WindowAggregateSpec, WindowAssigner};
+pub use window_output::WindowOutputColumn;

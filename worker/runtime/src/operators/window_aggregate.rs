@@ -1,26 +1,29 @@
-//! `GROUP BY tumble(...)` / `GROUP BY hop(...)`: event-time (or processing-time) window
-//! aggregation, keyed or global. Rows are assigned to windows and grouped per batch with
-//! Arrow's row format; each (window, key) holds DataFusion accumulators, so every SQL
-//! aggregate DataFusion offers works here. A window is emitted once, when the watermark
-//! passes its end (retraction-free); rows for already-closed windows are late: counted and
-//! dropped (the late side output comes with allowed lateness).
+//! `GROUP BY tumble(...)` / `hop(...)` / `cumulate(...)`: event-time (or processing-time)
+//! window aggregation, keyed or global. Rows are assigned to windows and grouped per batch
+//! with Arrow's row format; each (window, key) holds DataFusion accumulators, so every SQL
+//! aggregate DataFusion offers works here. A window fires when the watermark passes its end.
+//! With allowed lateness it is kept that much longer: a row for a fired window updates it and
+//! the window's row is emitted again at once (an updated row for the same window and key).
+//! Rows for windows past their lateness are late: counted, and either dropped or (with a
+//! late side output) handed to [`Operator::take_side_output`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, Int8Array, Int64Array, UInt32Array};
-use arrow::compute::{cast, take};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
+use arrow::array::{ArrayRef, AsArray, UInt32Array};
+use arrow::compute::{cast, take, take_record_batch};
+use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
-use arrow::row::{OwnedRow, RowConverter, SortField};
-use datafusion_common::ScalarValue;
-use datafusion_expr::Accumulator;
+use arrow::row::OwnedRow;
 use datafusion_physical_expr::PhysicalExpr;
 use datafusion_physical_expr::aggregate::AggregateFunctionExpr;
 use millrace_types::Watermark;
 
 use crate::error::OperatorError;
 use crate::operator::{Operator, OperatorContext, StateScope, StateTable};
+use crate::operators::window_output::{
+    EmittedRow, GroupState, WindowOutput, WindowOutputColumn, timestamp_ms,
+};
 
 /// How rows map to windows. Sizes are in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,19 +32,20 @@ pub enum WindowAssigner {
     Tumbling { size_ms: i64 },
     /// Windows of `size_ms` starting every `slide_ms` (a row belongs to `size/slide` windows).
     Hopping { size_ms: i64, slide_ms: i64 },
+    /// Flink's CUMULATE: windows `[k*max, k*max + n*step)` for `n = 1..=max/step`, all
+    /// starting at the same `max`-aligned start and growing by `step` (`max` is a multiple of
+    /// `step`). A row belongs to every such window whose end lies beyond it.
+    Cumulate { step_ms: i64, max_size_ms: i64 },
 }
 
 impl WindowAssigner {
-    pub fn size_ms(&self) -> i64 {
+    /// Calls `f(start, end)` for every window containing `ts`, in ascending end order.
+    pub fn for_each_window(&self, ts: i64, mut f: impl FnMut(i64, i64)) {
         match *self {
-            WindowAssigner::Tumbling { size_ms } | WindowAssigner::Hopping { size_ms, .. } => size_ms,
-        }
-    }
-
-    /// Calls `f` with the start of every window containing `ts`, oldest first.
-    pub fn for_each_window(&self, ts: i64, mut f: impl FnMut(i64)) {
-        match *self {
-            WindowAssigner::Tumbling { size_ms } => f(ts - ts.rem_euclid(size_ms)),
+            WindowAssigner::Tumbling { size_ms } => {
+                let start = ts - ts.rem_euclid(size_ms);
+                f(start, start.saturating_add(size_ms))
+            }
             WindowAssigner::Hopping { size_ms, slide_ms } => {
                 // Window starts lie on the slide grid; the oldest window containing `ts` is
                 // the first start greater than `ts - size`.
@@ -51,8 +55,17 @@ impl WindowAssigner {
                 let oldest = last - (count - 1) * slide_ms;
                 let mut start = oldest;
                 while start <= last {
-                    f(start);
+                    f(start, start.saturating_add(size_ms));
                     start += slide_ms;
+                }
+            }
+            WindowAssigner::Cumulate { step_ms, max_size_ms } => {
+                let start = ts - ts.rem_euclid(max_size_ms);
+                // The first end beyond `ts` on the step grid, then every step up to the max.
+                let mut end = ts - ts.rem_euclid(step_ms) + step_ms;
+                while end <= start.saturating_add(max_size_ms) {
+                    f(start, end);
+                    end += step_ms;
                 }
             }
         }
@@ -70,112 +83,77 @@ pub struct WindowAggregateSpec {
     /// Where the window-start column sits among the group columns of the output.
     pub window_position: usize,
     pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
-    /// Group columns (keys with the window start inserted at `window_position`), then one
-    /// column per aggregate.
+    /// The output columns after the group columns: aggregates and window ends.
+    pub output_columns: Vec<WindowOutputColumn>,
+    /// Group columns (keys with the window start inserted at `window_position`), then
+    /// `output_columns`.
     pub output_schema: SchemaRef,
+    /// How long after firing a window still accepts rows (and emits again), in ms.
+    pub allowed_lateness_ms: i64,
+    /// Whether rows too late for every one of their windows go to the side output.
+    pub late_side_output: bool,
 }
 
-/// Accumulators of one (window, key) group.
-type GroupState = Vec<Box<dyn Accumulator>>;
+/// One (window, key) group.
+struct Group {
+    accumulators: GroupState,
+    /// Updated since it was last emitted (or never emitted).
+    pending: bool,
+}
 
 /// The window aggregate operator; see the module docs.
 pub struct WindowAggregateOperator {
     spec: WindowAggregateSpec,
-    converter: RowConverter,
-    /// window start → key → accumulators. Ordered by start so closing is a range pop.
-    windows: BTreeMap<i64, HashMap<OwnedRow, GroupState>>,
+    output: WindowOutput,
+    /// (window end, window start) → key → group. Ordered by end so firing is a prefix.
+    windows: BTreeMap<(i64, i64), HashMap<OwnedRow, Group>>,
+    late: Vec<RecordBatch>,
 }
 
 impl WindowAggregateOperator {
     pub fn try_new(spec: WindowAggregateSpec) -> Result<Self, OperatorError> {
-        let key_fields = if spec.keys.is_empty() {
-            vec![SortField::new(DataType::Int8)]
-        } else {
-            let group_fields: Vec<_> = spec
-                .output_schema
-                .fields()
-                .iter()
-                .take(spec.keys.len() + 1)
-                .enumerate()
-                .filter(|(i, _)| *i != spec.window_position)
-                .map(|(_, f)| SortField::new(f.data_type().clone()))
-                .collect();
-            group_fields
-        };
-        let converter = RowConverter::new(key_fields)?;
-        Ok(Self { spec, converter, windows: BTreeMap::new() })
+        let output = WindowOutput::try_new(
+            spec.keys.clone(),
+            spec.window_position,
+            spec.output_columns.clone(),
+            Arc::clone(&spec.output_schema),
+        )?;
+        Ok(Self { spec, output, windows: BTreeMap::new(), late: Vec::new() })
     }
 
-    fn key_columns(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>, OperatorError> {
-        let rows = batch.num_rows();
-        if self.spec.keys.is_empty() {
-            return Ok(vec![Arc::new(Int8Array::from(vec![0i8; rows]))]);
-        }
-        let mut columns = Vec::with_capacity(self.spec.keys.len());
-        for (expr, field) in self.spec.keys.iter().zip(self.key_fields()) {
-            let array = expr.evaluate(batch)?.into_array(rows)?;
-            // Keys are compared in their output type so that emitted keys round-trip exactly.
-            columns.push(if array.data_type() == field { array } else { cast(&array, field)? });
-        }
-        Ok(columns)
-    }
-
-    fn key_fields(&self) -> Vec<&DataType> {
-        self.spec
-            .output_schema
-            .fields()
-            .iter()
-            .take(self.spec.keys.len() + 1)
-            .enumerate()
-            .filter(|(i, _)| *i != self.spec.window_position)
-            .map(|(_, f)| f.data_type())
-            .collect()
-    }
-
-    /// Emits every window that `watermark` completes, oldest first, keys in row order.
-    fn close_windows(&mut self, watermark: Watermark) -> Result<Option<RecordBatch>, OperatorError> {
-        let size = self.spec.assigner.size_ms();
-        let mut starts = Vec::new();
-        let mut keys = Vec::new();
-        let mut values: Vec<Vec<ScalarValue>> = vec![Vec::new(); self.spec.aggregates.len()];
-        while let Some(entry) = self.windows.first_entry() {
-            if !watermark.closes_window_ending_at(entry.key().saturating_add(size)) {
-                break;
-            }
-            let start = *entry.key();
-            let mut groups: Vec<_> = entry.remove().into_iter().collect();
-            groups.sort_by(|a, b| a.0.cmp(&b.0));
-            for (key, mut accumulators) in groups {
-                starts.push(start);
-                keys.push(key);
-                for (column, accumulator) in values.iter_mut().zip(accumulators.iter_mut()) {
-                    column.push(accumulator.evaluate()?);
+    /// Emits the pending groups of `windows` (whose ends the watermark has passed), oldest
+    /// first, keys in row order; drops windows past their allowed lateness.
+    fn emit(
+        &mut self,
+        windows: Vec<(i64, i64)>,
+        watermark: Watermark,
+    ) -> Result<Option<RecordBatch>, OperatorError> {
+        let mut rows = Vec::new();
+        for (end, start) in windows {
+            let window = (end, start);
+            if watermark.closes_window_ending_at(end.saturating_add(self.spec.allowed_lateness_ms)) {
+                // The window is done: its keys move into the output.
+                let Some(groups) = self.windows.remove(&window) else { continue };
+                let mut pending: Vec<_> = groups.into_iter().filter(|(_, g)| g.pending).collect();
+                pending.sort_by(|a, b| a.0.cmp(&b.0));
+                for (key, mut group) in pending {
+                    let values = WindowOutput::evaluate(&mut group.accumulators)?;
+                    rows.push(EmittedRow { start, end, key, values });
+                }
+            } else {
+                // Kept for late rows: emit what changed, keep the state.
+                let Some(groups) = self.windows.get_mut(&window) else { continue };
+                let mut pending: Vec<_> = groups.iter_mut().filter(|(_, g)| g.pending).collect();
+                pending.sort_by(|a, b| a.0.cmp(b.0));
+                for (key, group) in pending {
+                    group.pending = false;
+                    let values = WindowOutput::evaluate(&mut group.accumulators)?;
+                    rows.push(EmittedRow { start, end, key: key.clone(), values });
                 }
             }
         }
-        if starts.is_empty() {
-            return Ok(None);
-        }
-        let schema = &self.spec.output_schema;
-        let window_type = schema.field(self.spec.window_position).data_type();
-        let window_column = cast(&(Arc::new(Int64Array::from(starts)) as ArrayRef), &timestamp_ms())?;
-        let window_column = cast(&window_column, window_type)?;
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-        if !self.spec.keys.is_empty() {
-            columns = self.converter.convert_rows(keys.iter().map(|k| k.row()))?;
-        }
-        columns.insert(self.spec.window_position, window_column);
-        for (i, column) in values.into_iter().enumerate() {
-            let array = ScalarValue::iter_to_array(column)?;
-            let field_type = schema.field(self.spec.keys.len() + 1 + i).data_type();
-            columns.push(if array.data_type() == field_type { array } else { cast(&array, field_type)? });
-        }
-        Ok(Some(RecordBatch::try_new(Arc::clone(schema), columns)?))
+        self.output.build(rows)
     }
-}
-
-fn timestamp_ms() -> DataType {
-    DataType::Timestamp(TimeUnit::Millisecond, None)
 }
 
 /// Evaluates a time attribute to milliseconds since the epoch.
@@ -188,13 +166,43 @@ pub(crate) fn evaluate_time_ms(
     Ok(ms)
 }
 
+/// The aggregates' argument columns for a batch.
+pub(crate) fn aggregate_arguments(
+    aggregates: &[Arc<AggregateFunctionExpr>],
+    batch: &RecordBatch,
+) -> Result<Vec<Vec<ArrayRef>>, OperatorError> {
+    Ok(aggregates
+        .iter()
+        .map(|aggregate| {
+            aggregate
+                .expressions()
+                .iter()
+                .map(|e| e.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Updates `group` with the rows at `indices`.
+pub(crate) fn update_group(
+    group: &mut GroupState,
+    arguments: &[Vec<ArrayRef>],
+    indices: &UInt32Array,
+) -> Result<(), OperatorError> {
+    for (accumulator, columns) in group.iter_mut().zip(arguments) {
+        let taken = columns.iter().map(|c| take(c.as_ref(), indices, None)).collect::<Result<Vec<_>, _>>()?;
+        accumulator.update_batch(&taken)?;
+    }
+    Ok(())
+}
+
 impl Operator for WindowAggregateOperator {
     fn name(&self) -> &'static str {
         "window_aggregate"
     }
 
     fn state_tables(&self) -> Vec<StateTable> {
-        let scope = if self.spec.keys.is_empty() { StateScope::Instance } else { StateScope::KeyGroups };
+        let scope = if self.output.is_keyed() { StateScope::KeyGroups } else { StateScope::Instance };
         vec![StateTable { name: "window_accumulators", scope }]
     }
 
@@ -202,65 +210,63 @@ impl Operator for WindowAggregateOperator {
         &mut self,
         batch: RecordBatch,
         ctx: &OperatorContext,
-        _out: &mut Vec<RecordBatch>,
+        out: &mut Vec<RecordBatch>,
     ) -> Result<(), OperatorError> {
         let time = evaluate_time_ms(&self.spec.time, &batch)?;
         let time = time.as_primitive::<TimestampMillisecondType>();
-        let keys = self.converter.convert_columns(&self.key_columns(&batch)?)?;
-        let arguments = self
-            .spec
-            .aggregates
-            .iter()
-            .map(|aggregate| {
-                aggregate
-                    .expressions()
-                    .iter()
-                    .map(|e| e.evaluate(&batch).and_then(|v| v.into_array(batch.num_rows())))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = self.output.key_rows(&batch)?;
+        let arguments = aggregate_arguments(&self.spec.aggregates, &batch)?;
 
         // Group row indices by (window, key) for this batch, then update each group's
         // accumulators once with all of its rows.
-        let size = self.spec.assigner.size_ms();
-        let mut groups: HashMap<(i64, arrow::row::Row<'_>), Vec<u32>> = HashMap::new();
+        let lateness = self.spec.allowed_lateness_ms;
+        let mut groups: HashMap<((i64, i64), arrow::row::Row<'_>), Vec<u32>> = HashMap::new();
         let mut late = 0u64;
+        let mut late_rows = Vec::new();
         for (i, ts) in time.iter().enumerate() {
             let Some(ts) = ts else { continue };
             let row = keys.row(i);
-            self.spec.assigner.for_each_window(ts, |start| {
-                if ctx.watermark.closes_window_ending_at(start.saturating_add(size)) {
+            let mut kept = false;
+            self.spec.assigner.for_each_window(ts, |start, end| {
+                if ctx.watermark.closes_window_ending_at(end.saturating_add(lateness)) {
                     late += 1;
                 } else {
-                    groups.entry((start, row)).or_default().push(i as u32);
+                    kept = true;
+                    groups.entry(((end, start), row)).or_default().push(i as u32);
                 }
             });
+            if !kept && self.spec.late_side_output {
+                late_rows.push(i as u32);
+            }
         }
         if late > 0 {
             ctx.late_records.inc_by(late);
         }
-        for ((start, row), indices) in groups {
+        if !late_rows.is_empty() {
+            self.late.push(take_record_batch(&batch, &UInt32Array::from(late_rows))?);
+        }
+        // Fired windows that these rows update are emitted again right away.
+        let mut updated_fired = BTreeSet::new();
+        for ((window, row), indices) in groups {
             let indices = UInt32Array::from(indices);
-            let window = self.windows.entry(start).or_default();
-            let group = match window.entry(row.owned()) {
+            let groups = self.windows.entry(window).or_default();
+            let group = match groups.entry(row.owned()) {
                 std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-                std::collections::hash_map::Entry::Vacant(entry) => {
-                    let fresh = self
-                        .spec
-                        .aggregates
-                        .iter()
-                        .map(|a| a.create_accumulator())
-                        .collect::<Result<Vec<_>, _>>()?;
-                    entry.insert(fresh)
-                }
+                std::collections::hash_map::Entry::Vacant(entry) => entry.insert(Group {
+                    accumulators: WindowOutput::accumulators(&self.spec.aggregates)?,
+                    pending: true,
+                }),
             };
-            for (accumulator, columns) in group.iter_mut().zip(&arguments) {
-                let taken = columns
-                    .iter()
-                    .map(|c| take(c.as_ref(), &indices, None))
-                    .collect::<Result<Vec<_>, _>>()?;
-                accumulator.update_batch(&taken)?;
+            update_group(&mut group.accumulators, &arguments, &indices)?;
+            group.pending = true;
+            if ctx.watermark.closes_window_ending_at(window.0) {
+                updated_fired.insert(window);
             }
+        }
+        if !updated_fired.is_empty()
+            && let Some(batch) = self.emit(updated_fired.into_iter().collect(), ctx.watermark)?
+        {
+            out.push(batch);
         }
         Ok(())
     }
@@ -271,10 +277,20 @@ impl Operator for WindowAggregateOperator {
         _ctx: &OperatorContext,
         out: &mut Vec<RecordBatch>,
     ) -> Result<(), OperatorError> {
-        if let Some(batch) = self.close_windows(watermark)? {
+        let fired: Vec<(i64, i64)> = self
+            .windows
+            .keys()
+            .take_while(|(end, _)| watermark.closes_window_ending_at(*end))
+            .copied()
+            .collect();
+        if let Some(batch) = self.emit(fired, watermark)? {
             out.push(batch);
         }
         Ok(())
+    }
+
+    fn take_side_output(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.late)
     }
 }
 
@@ -284,8 +300,22 @@ mod tests {
 
     fn windows_of(assigner: WindowAssigner, ts: i64) -> Vec<i64> {
         let mut starts = Vec::new();
-        assigner.for_each_window(ts, |s| starts.push(s));
+        assigner.for_each_window(ts, |s, _| starts.push(s));
         starts
+    }
+
+    #[test]
+    fn cumulate_assigns_every_window_ending_after_the_row() {
+        let c = WindowAssigner::Cumulate { step_ms: 1000, max_size_ms: 3000 };
+        let mut windows = Vec::new();
+        c.for_each_window(1500, |s, e| windows.push((s, e)));
+        assert_eq!(windows, vec![(0, 2000), (0, 3000)]);
+        windows.clear();
+        c.for_each_window(3000, |s, e| windows.push((s, e)));
+        assert_eq!(windows, vec![(3000, 4000), (3000, 5000), (3000, 6000)]);
+        windows.clear();
+        c.for_each_window(-1, |s, e| windows.push((s, e)));
+        assert_eq!(windows, vec![(-3000, 0)]);
     }
 
     #[test]
