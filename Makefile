@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help up down status demo test test-static test-unit test-platform bench build crds
+.PHONY: help up down status demo test test-static test-unit test-platform bench bench-peers build crds
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ build: ## build every binary (debug)
 
 crds: ## regenerate charts/millrace/crds/ from the Rust types
 	@bash -c 'source e2e/platform/lib.sh && cargo run -q -p millrace-crds --bin crdgen -- --out-dir charts/millrace/crds'
+
+bench-peers: ## Millrace beside Kafka Streams, Flink, Quix, the seed loop and an rdkafka passthrough (docs/benchmarks.md)
+	@bash bench/run-peers.sh
 
 bench: ## benchmarks (docs/benchmarks.md)
 	@bash e2e/bench.sh

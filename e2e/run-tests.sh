@@ -44,6 +44,9 @@ platform() {
   if [[ " ${failed_phases[*]} " == *" platform-up "* ]]; then return 0; fi
   set -a; source "$LOCAL/env"; set +a
   run_phase integration cargo test --workspace --all-features --test '*'
+  # The side-by-side benchmark at toy size, so its scripts and peers cannot rot; it fails
+  # when any contender's output differs from the reference.
+  run_phase bench-smoke bash "$ROOT/bench/run-peers.sh" --smoke
 }
 
 started=$SECONDS
