@@ -8,13 +8,17 @@ use millrace_crds::crdgen;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    const USAGE: &str =
+        "usage: crdgen [--out-dir DIR]\n  prints every CRD as YAML, or writes DIR/<plural>.yaml";
     let out_dir = match args.as_slice() {
         [] => None,
+        [flag] if flag == "--help" || flag == "-h" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         [flag, dir] if flag == "--out-dir" => Some(PathBuf::from(dir)),
         _ => {
-            eprintln!(
-                "usage: crdgen [--out-dir DIR]\n  prints every CRD as YAML, or writes DIR/<plural>.yaml"
-            );
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
