@@ -440,3 +440,93 @@ fn late_rows_go_to_the_late_topic_and_the_job_continues() {
     );
     job.assert_running();
 }
+
+/// The benchmark's keyed workload (bench/peers/millrace/keyed.sql) with `key_columns`.
+fn keyed_job(input: &str, output: &str) -> String {
+    format!(
+        "CREATE TABLE input (\"key\" STRING, \"value\" BIGINT, pt AS PROCTIME())
+           WITH (connector = 'kafka', topic = '{input}', format = 'json', group_id = '{group}',
+                 scan_startup_mode = 'earliest');
+         CREATE TABLE output (\"key\" STRING, \"avg\" DOUBLE)
+           WITH (connector = 'kafka', topic = '{output}', format = 'json', key_columns = 'key');
+         INSERT INTO output
+         SELECT \"key\", avg_v FROM (
+           SELECT \"key\",
+             AVG(\"value\") OVER (PARTITION BY \"key\" ORDER BY pt ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS avg_v,
+             COUNT(\"value\") OVER (PARTITION BY \"key\" ORDER BY pt ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS n
+           FROM input WHERE \"value\" >= 50
+         ) AS last_three WHERE n >= 3;",
+        group = unique("g")
+    )
+}
+
+#[test]
+fn keyed_sink_puts_every_record_of_a_key_on_one_partition_in_order() {
+    let (input, output) = (unique("keyed-in"), unique("keyed-out"));
+    create_topics(&[(&input, 2), (&output, 4)]);
+    let mut job = RunningJob::start(&keyed_job(&input, &output), 2);
+    // Each key's input is on one input partition, so its arrival order is that partition's.
+    let keys: Vec<String> = (0..12).map(|k| format!("user-{k}")).collect();
+    let mut records = Vec::new();
+    let mut want: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for (k, key) in keys.iter().enumerate() {
+        let input_values = values(40, k as u64 + 7);
+        want.insert(key.clone(), rolling_reference(&input_values));
+        for v in input_values {
+            records.push(((k % 2) as i32, None, format!("{{\"key\":\"{key}\",\"value\":{v}}}")));
+        }
+    }
+    // Interleave the keys: rows of different keys alternate on each partition.
+    records.sort_by_key(|(p, _, r)| (*p, r.len() % 3));
+    produce(&input, &records);
+    let total: usize = want.values().map(Vec::len).sum();
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..4 {
+        assignment.add_partition_offset(&output, p, Offset::Beginning).expect("partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    // key → (partitions seen, averages in partition order)
+    let mut got: std::collections::BTreeMap<String, (Vec<i32>, Vec<f64>)> = Default::default();
+    let mut seen = 0;
+    let started = Instant::now();
+    while seen < total {
+        job.assert_running();
+        assert!(started.elapsed() < DEADLINE, "timed out: {seen} of {total} records");
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let message = message.expect("consume");
+        let value: serde_json::Value =
+            serde_json::from_slice(message.payload().unwrap_or_default()).expect("json output");
+        let key = value["key"].as_str().expect("key field").to_string();
+        let record_key = String::from_utf8_lossy(message.key().expect("a record key")).into_owned();
+        assert_eq!(record_key, key, "the record key is the key column's text");
+        let avg = value
+            .as_object()
+            .and_then(|o| o.iter().find(|(k, _)| *k != "key"))
+            .and_then(|(_, v)| v.as_f64())
+            .expect("avg");
+        let entry = got.entry(key).or_default();
+        if !entry.0.contains(&message.partition()) {
+            entry.0.push(message.partition());
+        }
+        entry.1.push(avg);
+        seen += 1;
+    }
+    let mut partitions_used: Vec<i32> = Vec::new();
+    for (key, want) in &want {
+        let (partitions, averages) = got.get(key).cloned().unwrap_or_default();
+        assert_eq!(partitions.len(), 1, "{key} landed on partitions {partitions:?}");
+        partitions_used.extend(partitions);
+        assert_close(&averages, want);
+    }
+    partitions_used.sort_unstable();
+    partitions_used.dedup();
+    assert!(partitions_used.len() > 1, "12 keys spread over partitions: {partitions_used:?}");
+    job.assert_running();
+}

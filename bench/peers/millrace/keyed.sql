@@ -19,7 +19,9 @@ CREATE TABLE output (
 ) WITH (
   connector = 'kafka',
   topic = '${output}',
-  format = 'json'
+  format = 'json',
+  -- the record key is the "key" column: every output of a key lands on one partition, in order
+  key_columns = 'key'
 );
 
 INSERT INTO output

@@ -22,7 +22,9 @@ CREATE TABLE output (
 ) WITH (
   connector = 'kafka',
   topic = '${output}',
-  format = 'json'
+  format = 'json',
+  -- the record key is the "key" column: every window result of a key lands on one partition
+  key_columns = 'key'
 );
 
 INSERT INTO output

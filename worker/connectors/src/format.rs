@@ -229,6 +229,68 @@ impl RecordEncoder {
     }
 }
 
+/// Encodes rows' key columns into record keys: one column is its text (Arrow's cast to
+/// text, as `raw` values); several are a JSON array of their texts (`["ann","3"]`), NULL as
+/// JSON `null`. A NULL single key column is an empty key. Equal keys give equal bytes, so
+/// Kafka's partitioner sends every record of a key to the same partition.
+#[derive(Debug, Clone)]
+pub struct KeyEncoder {
+    columns: Vec<usize>,
+}
+
+impl KeyEncoder {
+    /// `columns`: indices of the key columns in the batches to encode.
+    pub fn new(columns: Vec<usize>) -> Self {
+        Self { columns }
+    }
+
+    /// One key per row, or `None` when there are no key columns.
+    pub fn encode(&self, batch: &RecordBatch) -> Result<Option<Vec<Vec<u8>>>, ConnectorError> {
+        if self.columns.is_empty() {
+            return Ok(None);
+        }
+        let mut texts = Vec::with_capacity(self.columns.len());
+        for &index in &self.columns {
+            if index >= batch.num_columns() {
+                return Err(ConnectorError::Delivery(format!(
+                    "key column {index} is missing: the sink gets {} columns",
+                    batch.num_columns()
+                )));
+            }
+            texts.push(
+                cast(batch.column(index), &DataType::Utf8)
+                    .map_err(ConnectorError::arrow("formatting keys"))?,
+            );
+        }
+        let texts: Vec<&StringArray> = texts.iter().map(|t| t.as_string::<i32>()).collect();
+        let keys = (0..batch.num_rows())
+            .map(|row| match texts.as_slice() {
+                [one] => {
+                    if one.is_null(row) {
+                        Vec::new()
+                    } else {
+                        one.value(row).as_bytes().to_vec()
+                    }
+                }
+                many => {
+                    let values: Vec<serde_json::Value> = many
+                        .iter()
+                        .map(|t| {
+                            if t.is_null(row) {
+                                serde_json::Value::Null
+                            } else {
+                                serde_json::Value::String(t.value(row).to_string())
+                            }
+                        })
+                        .collect();
+                    serde_json::Value::Array(values).to_string().into_bytes()
+                }
+            })
+            .collect();
+        Ok(Some(keys))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -301,5 +363,32 @@ mod tests {
         let encoded = RecordEncoder::new(Format::Raw).encode(&batch).expect("encodes");
         let text: Vec<String> = encoded.into_iter().map(|v| String::from_utf8(v).expect("utf8")).collect();
         assert_eq!(text, vec!["70.0", "66.66666666666667", "0.5"]);
+    }
+
+    #[test]
+    fn keys_are_the_column_text_or_a_json_array_of_texts() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("x", DataType::Float64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![Some("ann"), None, Some("b\"o")])),
+                Arc::new(Int64Array::from(vec![Some(3), Some(4), None])),
+                Arc::new(Float64Array::from(vec![1.5, 2.0, 3.0])),
+            ],
+        )
+        .expect("batch");
+        assert_eq!(KeyEncoder::new(Vec::new()).encode(&batch).expect("encode"), None);
+        let one = KeyEncoder::new(vec![0]).encode(&batch).expect("encode").expect("keys");
+        assert_eq!(one, vec![b"ann".to_vec(), Vec::new(), b"b\"o".to_vec()]);
+        let int = KeyEncoder::new(vec![1]).encode(&batch).expect("encode").expect("keys");
+        assert_eq!(int, vec![b"3".to_vec(), b"4".to_vec(), Vec::new()]);
+        let two = KeyEncoder::new(vec![0, 1]).encode(&batch).expect("encode").expect("keys");
+        let two: Vec<String> = two.into_iter().map(|k| String::from_utf8(k).expect("utf8")).collect();
+        assert_eq!(two, vec![r#"["ann","3"]"#, r#"[null,"4"]"#, r#"["b\"o",null]"#]);
+        assert!(KeyEncoder::new(vec![3]).encode(&batch).is_err());
     }
 }

@@ -28,7 +28,7 @@ use millrace_types::SourceEvent;
 use tokio::sync::mpsc;
 
 pub use error::ConnectorError;
-pub use format::{DecodedBatch, RecordDecoder, RecordEncoder, RecordRef};
+pub use format::{DecodedBatch, KeyEncoder, RecordDecoder, RecordEncoder, RecordRef};
 pub use memory::{MemoryRecord, MemorySink, MemorySourceConfig};
 pub use metrics::ConnectorMetrics;
 pub use options::{BadRecordPolicy, Format, SinkConnector, SourceConnector, StartupMode};

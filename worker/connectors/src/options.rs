@@ -4,7 +4,7 @@
 //! | connector | options |
 //! | --- | --- |
 //! | `kafka` (source) | `topic`, `bootstrap_servers` (default: `$KAFKA_BOOTSTRAP`), `format` = `raw`\|`json`, `group_id`, `scan_startup_mode` = `earliest`\|`latest`\|`committed`, `dlq_topic`, `bad_records` = `dlq`\|`drop`, `batch_size`, `properties.<librdkafka key>` |
-//! | `kafka` (sink) | `topic`, `bootstrap_servers`, `format`, `properties.<key>` |
+//! | `kafka` (sink) | `topic`, `bootstrap_servers`, `format`, `key_columns` (comma-separated sink columns encoded as the record key), `properties.<key>` |
 //! | `generator` (source) | `count`, `rows_per_second`, `min`, `max`, `seed`, `batch_size` |
 //! | `file` | `path`, `format` (a source reads one record per line; a sink writes one per line) |
 //! | `stdout` (sink) | `format` |
@@ -57,6 +57,9 @@ pub struct KafkaSinkConfig {
     pub bootstrap_servers: String,
     pub topic: String,
     pub format: Format,
+    /// Indices (in the sink table's schema) of the columns encoded as the record key; empty:
+    /// records have no key.
+    pub key_columns: Vec<usize>,
     pub properties: Vec<(String, String)>,
 }
 
@@ -160,6 +163,28 @@ impl<'a> Options<'a> {
             .collect()
     }
 
+    /// `key_columns = 'a, b'`: the named columns of the table, in that order.
+    fn key_columns(&mut self, table: &ConnectorTable) -> Result<Vec<usize>, ConnectorError> {
+        let Some(value) = self.take("key_columns") else {
+            return Ok(Vec::new());
+        };
+        let mut indices = Vec::new();
+        for name in value.split(',').map(str::trim) {
+            let name = name.trim_matches('"');
+            let index = table.schema.index_of(name).map_err(|_| {
+                self.error(format!("key_columns names '{name}', which is not a column of the table"))
+            })?;
+            if indices.contains(&index) {
+                return Err(self.error(format!("key_columns names '{name}' twice")));
+            }
+            indices.push(index);
+        }
+        if indices.is_empty() {
+            return Err(self.error("key_columns is empty"));
+        }
+        Ok(indices)
+    }
+
     fn finish(self) -> Result<(), ConnectorError> {
         match self.values.keys().next() {
             None => Ok(()),
@@ -256,6 +281,7 @@ impl SinkConnector {
                 topic: o.required("topic")?,
                 bootstrap_servers: o.bootstrap(default_bootstrap)?,
                 format: o.format()?,
+                key_columns: o.key_columns(table)?,
                 properties: o.properties(),
             }),
             "stdout" => SinkConnector::Stdout(o.format()?),
@@ -312,5 +338,22 @@ mod tests {
         assert!(err.to_string().contains("unknown option 'fromat'"), "{err}");
         let no_bootstrap = table(&[("connector", "kafka"), ("topic", "in")]);
         assert!(SourceConnector::from_table(&no_bootstrap, None).is_err());
+    }
+
+    #[test]
+    fn kafka_sink_key_columns_name_columns_of_the_table() {
+        let keyed = table(&[("connector", "kafka"), ("topic", "out"), ("key_columns", "v")]);
+        let SinkConnector::Kafka(k) = SinkConnector::from_table(&keyed, Some("b")).expect("valid") else {
+            panic!("not kafka")
+        };
+        assert_eq!(k.key_columns, vec![0]);
+        let unkeyed = table(&[("connector", "kafka"), ("topic", "out")]);
+        let SinkConnector::Kafka(k) = SinkConnector::from_table(&unkeyed, Some("b")).expect("valid") else {
+            panic!("not kafka")
+        };
+        assert!(k.key_columns.is_empty());
+        let wrong = table(&[("connector", "kafka"), ("topic", "out"), ("key_columns", "k")]);
+        let err = SinkConnector::from_table(&wrong, Some("b")).expect_err("unknown column");
+        assert!(err.to_string().contains("'k', which is not a column"), "{err}");
     }
 }

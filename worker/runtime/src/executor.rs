@@ -5,6 +5,7 @@
 //! The executor owns tasks and channels only; connectors feed it [`SourceEvent`]s and drain
 //! record batches, so it knows nothing about Kafka or files.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -193,6 +194,25 @@ struct Chain {
     metrics: RuntimeMetrics,
 }
 
+/// The metric label of each operator of stage `stage`, in chain order: `s<stage>.<name>`, and
+/// `s<stage>.<name>.<n>` (n from 1, in chain order) for a name that occurs more than once in
+/// the stage, so every operator counts its own rows.
+pub(crate) fn operator_labels(stage: usize, names: &[&str]) -> Vec<String> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    names
+        .iter()
+        .map(|name| {
+            let n = seen.entry(name).or_default();
+            *n += 1;
+            if names.iter().filter(|other| *other == name).count() > 1 {
+                format!("s{stage}.{name}.{n}")
+            } else {
+                format!("s{stage}.{name}")
+            }
+        })
+        .collect()
+}
+
 impl Chain {
     fn new(
         dataflow: &Dataflow,
@@ -201,14 +221,18 @@ impl Chain {
         parallelism: usize,
         metrics: &RuntimeMetrics,
     ) -> Result<Self, RuntimeError> {
-        let mut operators = Vec::new();
+        let mut instantiated = Vec::new();
         for spec in &dataflow.stages[stage].operators {
-            let operator = spec.instantiate().map_err(|source| RuntimeError::Operator {
+            instantiated.push(spec.instantiate().map_err(|source| RuntimeError::Operator {
                 operator: "instantiate",
                 subtask,
                 source,
-            })?;
-            let labels = RuntimeMetrics::labels(format!("s{stage}.{}", operator.name()));
+            })?);
+        }
+        let names: Vec<&'static str> = instantiated.iter().map(|o| o.name()).collect();
+        let mut operators = Vec::new();
+        for (operator, label) in instantiated.into_iter().zip(operator_labels(stage, &names)) {
+            let labels = RuntimeMetrics::labels(label);
             let ctx = OperatorContext {
                 subtask: SubtaskIndex(subtask),
                 parallelism,
@@ -571,4 +595,19 @@ fn max_event_time(batch: &RecordBatch, column: usize) -> Result<Option<i64>, Run
         cast(array, &ms).map_err(|e| invalid(e.into()))?
     };
     Ok(arrow::compute::max(array.as_primitive::<TimestampMillisecondType>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::operator_labels;
+
+    #[test]
+    fn operator_labels_are_unique_within_a_stage() {
+        let names = ["over_rows", "projection", "filter", "projection", "projection"];
+        assert_eq!(
+            operator_labels(1, &names),
+            vec!["s1.over_rows", "s1.projection.1", "s1.filter", "s1.projection.2", "s1.projection.3"]
+        );
+        assert_eq!(operator_labels(0, &["filter", "projection"]), vec!["s0.filter", "s0.projection"]);
+    }
 }
