@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{Scope, pinned_kind};
 use kube::{Client, ResourceExt};
@@ -14,7 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use crate::support::{FIELD_MANAGER, client, ensure_operator, wait_until};
+use crate::support::{FIELD_MANAGER, client, ensure_operator, replace_pods_and_wait_ready, wait_until};
 
 const NAMESPACE: &str = "millrace-system";
 const LABEL: &str = "app.kubernetes.io/name=millrace-api";
@@ -94,30 +94,8 @@ pub async fn ensure_api() -> ApiServer {
         ensure_operator().await;
         let client = client().await;
         apply_manifest(&client).await;
-        let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-        let old: Vec<String> = pods
-            .list(&ListParams::default().labels(LABEL))
-            .await
-            .expect("list api pods")
-            .iter()
-            .map(ResourceExt::name_any)
-            .collect();
-        for name in &old {
-            let _ = pods.delete(name, &DeleteParams::default()).await;
-        }
         let what = "a Ready millrace-api Pod in millrace-system (see .local/pods/millrace-system/)";
-        wait_until(what, Duration::from_secs(120), || async {
-            let list = pods.list(&ListParams::default().labels(LABEL)).await.ok()?;
-            list.items.into_iter().find(|p| {
-                !old.contains(&p.name_any())
-                    && p.metadata.deletion_timestamp.is_none()
-                    && p.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-        })
-        .await;
+        replace_pods_and_wait_ready(&client, NAMESPACE, LABEL, what).await;
         let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
         let address = wait_until(
             "the pod runner to give Service millrace-api an address",

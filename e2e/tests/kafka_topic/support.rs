@@ -65,30 +65,8 @@ pub async fn ensure_operator() {
             }
             let client = client().await;
             apply_manifest(&client).await;
-            let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-            let old: Vec<String> = pods
-                .list(&ListParams::default().labels(OPERATOR_LABEL))
-                .await
-                .expect("list operator pods")
-                .iter()
-                .map(ResourceExt::name_any)
-                .collect();
-            for name in &old {
-                let _ = pods.delete(name, &DeleteParams::default()).await;
-            }
             let what = "a Ready millrace-operator Pod in millrace-system (see .local/pods/millrace-system/)";
-            wait_until(what, Duration::from_secs(120), || async {
-                let list = pods.list(&ListParams::default().labels(OPERATOR_LABEL)).await.ok()?;
-                list.items.into_iter().find(|p| {
-                    !old.contains(&p.name_any())
-                        && p.metadata.deletion_timestamp.is_none()
-                        && p.status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                })
-            })
-            .await;
+            replace_pods_and_wait_ready(&client, OPERATOR_NAMESPACE, OPERATOR_LABEL, what).await;
             let deployments: Api<Deployment> = Api::namespaced(client, OPERATOR_NAMESPACE);
             deployments.get("millrace-operator").await.expect("the operator Deployment exists");
         })
@@ -115,6 +93,34 @@ async fn apply_manifest(client: &Client) {
             .await
             .unwrap_or_else(|err| panic!("applying {} {}: {err}", types.kind, object.name_any()));
     }
+}
+
+/// Deletes the Pods labelled `label` in `namespace` so their Deployment starts fresh ones on
+/// the binary just built, and waits until a new one is Ready.
+pub async fn replace_pods_and_wait_ready(client: &Client, namespace: &str, label: &str, what: &str) -> Pod {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let old: Vec<String> = pods
+        .list(&ListParams::default().labels(label))
+        .await
+        .expect("list pods to replace")
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    for name in &old {
+        let _ = pods.delete(name, &DeleteParams::default()).await;
+    }
+    wait_until(what, Duration::from_secs(120), || async {
+        let list = pods.list(&ListParams::default().labels(label)).await.ok()?;
+        list.items.into_iter().find(|p| {
+            !old.contains(&p.name_any())
+                && p.metadata.deletion_timestamp.is_none()
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+    })
+    .await
 }
 
 /// Polls `probe` every 200 ms until it yields a value; panics with `what` at the deadline.
