@@ -3,10 +3,16 @@
 
 mod condition;
 mod kafka_topic;
+mod stream_job;
 pub mod validation;
 
 pub use condition::{Condition, ConditionStatus, READY};
 pub use kafka_topic::{
     DeletionPolicy, KafkaConnection, KafkaTopic, KafkaTopicSpec, KafkaTopicStatus,
     SKIP_KAFKA_CLEANUP_ANNOTATION, SecretReference,
+};
+pub use stream_job::{
+    CheckpointInfo, Checkpointing, DEFAULT_MAX_PARALLELISM, DeadLetterPolicy, DeliveryGuarantee, EnvVar,
+    JobPhase, JobState, KeyReference, PodOverrides, Resources, SavepointInfo, SavepointPolicy,
+    SavepointTrigger, StreamJob, StreamJobSpec, StreamJobStatus, Toleration, UpgradeMode,
 };
