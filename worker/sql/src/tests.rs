@@ -370,7 +370,7 @@ fn windows_and_aggregates_over_updating_results_are_refused() {
             format!(
                 "INSERT INTO out SELECT user_id, SUM(c) FROM {inner} GROUP BY user_id, tumble(pt, INTERVAL '1' SECOND)"
             ),
-            "a GROUP BY",
+            "a window aggregate",
         ),
         (format!("INSERT INTO out SELECT user_id, SUM(c) FROM {inner} GROUP BY user_id"), "a GROUP BY"),
     ] {

@@ -340,7 +340,10 @@ impl<'a> Translator<'a> {
 
     fn aggregate(&self, aggregate: &Aggregate) -> Result<Partial, SqlError> {
         let mut partial = self.node(&aggregate.input)?;
-        self.refuse_updating_input(&partial, "a GROUP BY")?;
+        let windowed = aggregate.group_expr.iter().any(
+            |e| matches!(e, Expr::ScalarFunction(f) if WindowFunctionKind::from_name(f.name()).is_some()),
+        );
+        self.refuse_updating_input(&partial, if windowed { "a window aggregate" } else { "a GROUP BY" })?;
         let input = aggregate.input.schema();
         let mut window = None;
         let mut keys = Vec::new();
