@@ -112,6 +112,7 @@ fn late_table(plan: &JobPlan) -> Option<ConnectorTable> {
         name: format!("{}_late", plan.source.name),
         schema: late.schema.clone(),
         metadata: Vec::new(),
+        primary_key: Vec::new(),
         options,
     })
 }
@@ -132,6 +133,7 @@ fn connector_table(def: &TableDef) -> ConnectorTable {
                 (*i, field)
             })
             .collect(),
+        primary_key: def.primary_key.clone(),
         options: def.options.clone(),
     }
 }

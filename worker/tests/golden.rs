@@ -7,6 +7,12 @@
 //!   is run), `dead_lettered` and `late_records` (counted in the job's metrics), and, for a
 //!   source table with a late side output (`late_topic`/`late_path`), `late_rows`: the rows
 //!   that reach it (compared unordered).
+//! - For an updating query (an upsert stream, see `millrace_types::changelog`), each sink row
+//!   carries its row kind as an `"op"` field (`"+I"`, `"+U"`, `"-D"`), so `rows` asserts the
+//!   changelog; `final_rows` asserts the upserted table instead or as well: the last row per
+//!   upsert key, deleted keys removed, without `op` (compared unordered). A case with
+//!   `final_rows` and no `rows` checks only the final table (for parallelisms at which the
+//!   changelog's interleaving is not deterministic).
 //!
 //! The job runs for real (planning, runtime, decoders), with its Kafka source and sink
 //! replaced by in-memory ones that feed one record per batch, so watermarks advance after
@@ -17,6 +23,7 @@ use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use millrace_connectors::{Format, MemoryRecord, MemorySink, SinkConnector, SourceConnector, StopSignal};
+use millrace_types::changelog::split_row_kinds;
 use millrace_worker::{Job, JobMetrics, JobOptions, JobOverrides};
 use prometheus_client::registry::Registry;
 use serde_json::Value;
@@ -56,17 +63,47 @@ fn records(path: &Path) -> Vec<MemoryRecord> {
 }
 
 fn rows_as_json(batches: &[RecordBatch]) -> Vec<Value> {
-    let mut buffer = Vec::new();
-    let mut writer = arrow::json::ArrayWriter::new(&mut buffer);
+    let mut rows = Vec::new();
     for batch in batches {
-        writer.write(batch).expect("batches encode as JSON");
+        let (logical, kinds) = split_row_kinds(batch).expect("row kinds decode");
+        let mut buffer = Vec::new();
+        let mut writer = arrow::json::ArrayWriter::new(&mut buffer);
+        writer.write(&logical).expect("batches encode as JSON");
+        writer.finish().expect("JSON writer finishes");
+        drop(writer);
+        if buffer.is_empty() {
+            continue;
+        }
+        let mut batch_rows: Vec<Value> = serde_json::from_slice(&buffer).expect("arrow writes valid JSON");
+        if let Some(kinds) = kinds {
+            for (row, kind) in batch_rows.iter_mut().zip(kinds) {
+                if let Some(object) = row.as_object_mut() {
+                    object.insert("op".into(), Value::String(kind.short_string().into()));
+                }
+            }
+        }
+        rows.extend(batch_rows);
     }
-    writer.finish().expect("JSON writer finishes");
-    drop(writer);
-    if buffer.is_empty() {
-        return Vec::new();
+    rows
+}
+
+/// Applies a changelog (rows with `op`) by `key` (column names): the last row per key,
+/// deleted keys removed, sorted.
+fn upserted_table(changelog: &[Value], key: &[String]) -> Vec<Value> {
+    let mut table: std::collections::BTreeMap<String, Value> = Default::default();
+    for row in changelog {
+        let id = Value::Array(key.iter().map(|k| row[k].clone()).collect()).to_string();
+        let mut row = row.clone();
+        let op = row.as_object_mut().and_then(|o| o.remove("op"));
+        if op.as_ref().and_then(Value::as_str) == Some("-D") {
+            table.remove(&id);
+        } else {
+            table.insert(id, row);
+        }
     }
-    serde_json::from_slice(&buffer).expect("arrow writes valid JSON")
+    let mut rows: Vec<Value> = table.into_values().collect();
+    rows.sort_by_key(Value::to_string);
+    rows
 }
 
 /// Sums a counter over all its label sets in the registry's text encoding.
@@ -106,12 +143,31 @@ async fn run_case(case: &Path, parallelism: usize) -> Result<(), String> {
         serde_json::from_str(&read(&case.join("expected.json"))).map_err(|e| e.to_string())?;
     let mut want: Vec<Value> = expected["rows"].as_array().cloned().unwrap_or_default();
     let mut got = rows_as_json(&sink.batches());
+    let mut problems = Vec::new();
+    if let Some(final_rows) = expected["final_rows"].as_array() {
+        let key: Vec<String> = match &plan.dataflow.changelog {
+            Some(changelog) => {
+                changelog.key.iter().map(|&i| plan.dataflow.output_schema.field(i).name().clone()).collect()
+            }
+            None => return Err("final_rows needs an updating query".into()),
+        };
+        let mut want_final = final_rows.clone();
+        want_final.sort_by_key(Value::to_string);
+        let got_final = upserted_table(&got, &key);
+        if got_final != want_final {
+            problems.push(format!(
+                "final table differs\n  expected: {}\n  got:      {}",
+                serde_json::to_string(&want_final).unwrap_or_default(),
+                serde_json::to_string(&got_final).unwrap_or_default()
+            ));
+        }
+    }
     if !expected["ordered"].as_bool().unwrap_or(true) {
         want.sort_by_key(Value::to_string);
         got.sort_by_key(Value::to_string);
     }
-    let mut problems = Vec::new();
-    if got != want {
+    let check_rows = expected.get("rows").is_some() || expected.get("final_rows").is_none();
+    if check_rows && got != want {
         problems.push(format!(
             "rows differ\n  expected: {}\n  got:      {}",
             serde_json::to_string(&want).unwrap_or_default(),

@@ -1,10 +1,20 @@
 //! Files and stdout: a file source reads one record per line (a bounded input), a file sink
 //! appends one record per line, stdout prints them.
+//!
+//! An upsert stream (an updating query, see [`millrace_types::changelog`]) is written as a
+//! visible changelog: `json` lines get an `"op"` field first (`{"op":"+U","k":"a","n":2}`),
+//! `raw` lines are Flink's print format, the row kind and the value in brackets (`+U[2]`).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use millrace_types::changelog::split_row_kinds;
 use millrace_types::{SourceEvent, SourcePartition};
 
 use crate::format::{RecordDecoder, RecordEncoder, RecordRef};
@@ -12,6 +22,9 @@ use crate::options::{FileConfig, Format};
 use crate::{ConnectorError, SinkContext, SourceContext};
 
 const LINES_PER_BATCH: usize = 4096;
+
+/// The field that carries a changelog row's kind in `json` lines.
+const OP_FIELD: &str = "op";
 
 pub(crate) fn run_source(config: FileConfig, ctx: SourceContext) -> Result<(), ConnectorError> {
     // A file is one partition, read by instance 0.
@@ -78,7 +91,7 @@ fn write_lines<W: Write>(
     let encoder = RecordEncoder::new(format);
     while let Some(batch) = ctx.input.blocking_recv() {
         let mut buffer = Vec::new();
-        for value in encoder.encode(&batch)? {
+        for value in changelog_lines(&encoder, format, &batch)? {
             buffer.extend_from_slice(&value);
             buffer.push(b'\n');
         }
@@ -87,4 +100,78 @@ fn write_lines<W: Write>(
         ctx.written(batch.num_rows(), buffer.len());
     }
     Ok(())
+}
+
+/// One line per row; rows of an upsert stream show their row kind.
+fn changelog_lines(
+    encoder: &RecordEncoder,
+    format: Format,
+    batch: &RecordBatch,
+) -> Result<Vec<Vec<u8>>, ConnectorError> {
+    let (logical, kinds) = split_row_kinds(batch).map_err(ConnectorError::arrow("reading row kinds"))?;
+    let Some(kinds) = kinds else {
+        return encoder.encode(batch);
+    };
+    match format {
+        Format::Json => {
+            let mut fields = vec![Field::new(OP_FIELD, DataType::Utf8, false)];
+            fields.extend(logical.schema().fields().iter().map(|f| f.as_ref().clone()));
+            let mut columns: Vec<ArrayRef> =
+                vec![Arc::new(StringArray::from_iter_values(kinds.iter().map(|k| k.short_string())))];
+            columns.extend(logical.columns().iter().cloned());
+            let with_op = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+                .map_err(ConnectorError::arrow("adding the op field"))?;
+            encoder.encode(&with_op)
+        }
+        Format::Raw => Ok(encoder
+            .encode(&logical)?
+            .into_iter()
+            .zip(&kinds)
+            .map(|(value, kind)| {
+                let mut line = format!("{}[", kind.short_string()).into_bytes();
+                line.extend_from_slice(&value);
+                line.push(b']');
+                line
+            })
+            .collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::Int64Array;
+    use millrace_types::RowKind;
+    use millrace_types::changelog::{row_kind_array, with_row_kind};
+
+    use super::*;
+
+    #[test]
+    fn changelog_rows_show_their_row_kind() {
+        let logical =
+            Schema::new(vec![Field::new("k", DataType::Utf8, true), Field::new("n", DataType::Int64, true)]);
+        let batch = RecordBatch::try_new(
+            Arc::new(with_row_kind(&logical)),
+            vec![
+                Arc::new(StringArray::from(vec!["a", "a"])),
+                Arc::new(Int64Array::from(vec![1, 2])),
+                row_kind_array([RowKind::Insert, RowKind::UpdateAfter]),
+            ],
+        )
+        .expect("batch");
+        let lines = |format| {
+            changelog_lines(&RecordEncoder::new(format), format, &batch)
+                .expect("encodes")
+                .into_iter()
+                .map(|l| String::from_utf8(l).expect("utf8"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lines(Format::Json), vec![r#"{"op":"+I","k":"a","n":1}"#, r#"{"op":"+U","k":"a","n":2}"#]);
+        let one = RecordBatch::try_new(
+            Arc::new(with_row_kind(&Schema::new(vec![Field::new("n", DataType::Int64, true)]))),
+            vec![Arc::new(Int64Array::from(vec![7])), row_kind_array([RowKind::Delete])],
+        )
+        .expect("batch");
+        let raw = changelog_lines(&RecordEncoder::new(Format::Raw), Format::Raw, &one).expect("encodes");
+        assert_eq!(raw, vec![b"-D[7]".to_vec()]);
+    }
 }

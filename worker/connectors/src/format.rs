@@ -305,6 +305,7 @@ mod tests {
             name: "t".into(),
             schema: Arc::new(Schema::new(fields)),
             metadata,
+            primary_key: Vec::new(),
             options: BTreeMap::new(),
         }
     }

@@ -15,6 +15,12 @@
 //! record of a key goes to one partition; records are sent in row order and the producer is
 //! idempotent, so a key's records keep their order there. Without it records have no key
 //! and librdkafka's partitioner spreads them.
+//!
+//! `upsert-kafka` is the same sink keyed by the table's primary key, taking an upsert stream
+//! (see [`millrace_types::changelog`]): an upsert (`+I`/`+U`) is a record with the key and
+//! the row as its value, a delete (`-D`) a tombstone, the key with a null value, so a
+//! compacted topic keeps the latest row per key. A plain `kafka` sink refuses deletes (the
+//! planner never sends it a changelog).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +28,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use millrace_types::changelog::split_row_kinds;
 use millrace_types::{SourceEvent, SourcePartition};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -300,11 +307,24 @@ pub(crate) fn run_sink(config: KafkaSinkConfig, mut ctx: SinkContext) -> Result<
     let encoder = RecordEncoder::new(config.format);
     let keys = KeyEncoder::new(config.key_columns.clone());
     while let Some(batch) = ctx.input.blocking_recv() {
+        let (batch, kinds) = split_row_kinds(&batch).map_err(ConnectorError::arrow("reading row kinds"))?;
+        if kinds.is_some() && !config.upsert {
+            return Err(ConnectorError::Delivery(format!(
+                "table '{}': connector 'kafka' cannot write update changes (use 'upsert-kafka')",
+                ctx.table.name
+            )));
+        }
         let values = encoder.encode(&batch)?;
         let keys = keys.encode(&batch)?;
-        let bytes: usize = values.iter().map(Vec::len).sum();
+        let mut bytes = 0;
         for (row, value) in values.iter().enumerate() {
-            let mut record = BaseRecord::to(&config.topic).payload(value.as_slice());
+            let delete = kinds.as_ref().is_some_and(|k| !k[row].is_upsert());
+            let mut record = BaseRecord::to(&config.topic);
+            if !delete {
+                // A delete is a tombstone: the key with no value.
+                record = record.payload(value.as_slice());
+                bytes += value.len();
+            }
             if let Some(key) = keys.as_ref().and_then(|k| k.get(row)) {
                 record = record.key(key.as_slice());
             }

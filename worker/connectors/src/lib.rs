@@ -48,6 +48,8 @@ pub struct ConnectorTable {
     /// The columns the connector fills (payload and metadata), in table order.
     pub schema: SchemaRef,
     pub metadata: Vec<(usize, MetadataField)>,
+    /// `PRIMARY KEY (…)` column indices (empty: none); an `upsert-kafka` sink's record key.
+    pub primary_key: Vec<usize>,
     /// `WITH (…)` options as written.
     pub options: BTreeMap<String, String>,
 }

@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `kafka` (source) | `topic`, `bootstrap_servers` (default: `$KAFKA_BOOTSTRAP`), `format` = `raw`\|`json`, `group_id`, `scan_startup_mode` = `earliest`\|`latest`\|`committed`, `dlq_topic`, `bad_records` = `dlq`\|`drop`, `batch_size`, `properties.<librdkafka key>` |
 //! | `kafka` (sink) | `topic`, `bootstrap_servers`, `format`, `key_columns` (comma-separated sink columns encoded as the record key), `properties.<key>` |
+//! | `upsert-kafka` (sink) | `topic`, `bootstrap_servers`, `format`, `properties.<key>`; the record key is the table's `PRIMARY KEY`, a delete is a tombstone |
 //! | `generator` (source) | `count`, `rows_per_second`, `min`, `max`, `seed`, `batch_size` |
 //! | `file` | `path`, `format` (a source reads one record per line; a sink writes one per line) |
 //! | `stdout` (sink) | `format` |
@@ -60,6 +61,9 @@ pub struct KafkaSinkConfig {
     /// Indices (in the sink table's schema) of the columns encoded as the record key; empty:
     /// records have no key.
     pub key_columns: Vec<usize>,
+    /// `upsert-kafka`: the key columns are the primary key, and a delete of a key is written
+    /// as a tombstone (the key with a null value). A plain `kafka` sink refuses deletes.
+    pub upsert: bool,
     pub properties: Vec<(String, String)>,
 }
 
@@ -282,13 +286,31 @@ impl SinkConnector {
                 bootstrap_servers: o.bootstrap(default_bootstrap)?,
                 format: o.format()?,
                 key_columns: o.key_columns(table)?,
+                upsert: false,
                 properties: o.properties(),
             }),
+            "upsert-kafka" => {
+                if table.primary_key.is_empty() {
+                    return Err(o.error("connector 'upsert-kafka' needs PRIMARY KEY (…) NOT ENFORCED"));
+                }
+                SinkConnector::Kafka(KafkaSinkConfig {
+                    topic: o.required("topic")?,
+                    bootstrap_servers: o.bootstrap(default_bootstrap)?,
+                    format: o.format()?,
+                    key_columns: table.primary_key.clone(),
+                    upsert: true,
+                    properties: o.properties(),
+                })
+            }
             "stdout" => SinkConnector::Stdout(o.format()?),
             "file" => {
                 SinkConnector::File(FileConfig { path: o.required("path")?.into(), format: o.format()? })
             }
-            other => return Err(o.error(format!("'{other}' is not a sink connector (kafka, stdout, file)"))),
+            other => {
+                return Err(o.error(format!(
+                    "'{other}' is not a sink connector (kafka, upsert-kafka, stdout, file)"
+                )));
+            }
         };
         o.finish()?;
         Ok(parsed)
@@ -313,6 +335,7 @@ mod tests {
             name: "input".into(),
             schema: Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)])),
             metadata: Vec::new(),
+            primary_key: Vec::new(),
             options: options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
     }
@@ -355,5 +378,19 @@ mod tests {
         let wrong = table(&[("connector", "kafka"), ("topic", "out"), ("key_columns", "k")]);
         let err = SinkConnector::from_table(&wrong, Some("b")).expect_err("unknown column");
         assert!(err.to_string().contains("'k', which is not a column"), "{err}");
+    }
+
+    #[test]
+    fn upsert_kafka_keys_records_by_the_primary_key() {
+        let mut upsert = table(&[("connector", "upsert-kafka"), ("topic", "out"), ("format", "json")]);
+        let err = SinkConnector::from_table(&upsert, Some("b")).expect_err("no primary key");
+        assert!(err.to_string().contains("PRIMARY KEY"), "{err}");
+        upsert.primary_key = vec![0];
+        let SinkConnector::Kafka(k) = SinkConnector::from_table(&upsert, Some("b")).expect("valid") else {
+            panic!("not kafka")
+        };
+        assert_eq!((k.key_columns, k.upsert), (vec![0], true));
+        upsert.options.insert("key_columns".into(), "v".into());
+        assert!(SinkConnector::from_table(&upsert, Some("b")).is_err(), "the key is the primary key");
     }
 }

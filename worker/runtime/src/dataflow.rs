@@ -11,7 +11,8 @@ use crate::error::OperatorError;
 use crate::operator::Operator;
 use crate::operators::{
     FilterOperator, OverRowsOperator, OverRowsSpec, ProjectionOperator, SessionWindowOperator,
-    SessionWindowSpec, WindowAggregateOperator, WindowAggregateSpec,
+    SessionWindowSpec, UpdatingAggregateOperator, UpdatingAggregateSpec, UpsertFilterOperator,
+    WindowAggregateOperator, WindowAggregateSpec,
 };
 
 /// Which column carries time, and how watermarks follow it.
@@ -61,10 +62,25 @@ impl std::fmt::Debug for Exchange {
 #[derive(Clone)]
 pub enum OperatorSpec {
     Filter(Arc<dyn PhysicalExpr>),
-    Projection { exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef },
+    Projection {
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+    },
     WindowAggregate(WindowAggregateSpec),
     SessionWindow(SessionWindowSpec),
-    OverRows { spec: OverRowsSpec, partition_types: Vec<DataType> },
+    OverRows {
+        spec: OverRowsSpec,
+        partition_types: Vec<DataType>,
+    },
+    /// A non-windowed GROUP BY or DISTINCT (see [`UpdatingAggregateSpec`]).
+    UpdatingAggregate(UpdatingAggregateSpec),
+    /// A filter on an upsert stream: failing updates become deletes of their key. `schema`
+    /// is the logical input (without the row-kind column), `key` the upsert key's columns.
+    UpsertFilter {
+        predicate: Arc<dyn PhysicalExpr>,
+        key: Vec<usize>,
+        schema: SchemaRef,
+    },
 }
 
 impl OperatorSpec {
@@ -79,6 +95,12 @@ impl OperatorSpec {
             OperatorSpec::SessionWindow(spec) => Box::new(SessionWindowOperator::try_new(spec.clone())?),
             OperatorSpec::OverRows { spec, partition_types } => {
                 Box::new(OverRowsOperator::try_new(spec.clone(), partition_types.clone())?)
+            }
+            OperatorSpec::UpdatingAggregate(spec) => {
+                Box::new(UpdatingAggregateOperator::try_new(spec.clone())?)
+            }
+            OperatorSpec::UpsertFilter { predicate, key, schema } => {
+                Box::new(UpsertFilterOperator::try_new(Arc::clone(predicate), key.clone(), schema)?)
             }
         })
     }
@@ -113,6 +135,15 @@ impl OperatorSpec {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            OperatorSpec::UpdatingAggregate(spec) => format!(
+                "{} keys={} aggregates=[{}]",
+                if spec.is_insert_only() { "distinct" } else { "updating_aggregate" },
+                spec.keys.len(),
+                spec.aggregates.iter().map(|a| a.name().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            OperatorSpec::UpsertFilter { predicate, key, .. } => {
+                format!("upsert_filter {predicate} key={key:?}")
+            }
         }
     }
 }
@@ -141,6 +172,19 @@ pub struct Dataflow {
     pub output_schema: SchemaRef,
     /// Where late rows go, if the job has a late side output.
     pub late_output: Option<LateOutput>,
+    /// Set when the job's output is an upsert stream rather than append-only.
+    pub changelog: Option<Changelog>,
+}
+
+/// The output of a job whose query updates earlier results (an updating aggregate): an
+/// upsert stream keyed by `key`. Every batch reaching the sink then carries one extra, last
+/// column, [`millrace_types::changelog::ROW_KIND_COLUMN`], after the `output_schema` columns:
+/// `+I`/`+U` upsert the row of its key, `-D` deletes the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Changelog {
+    /// The upsert key: column indices in `output_schema` (empty for a global aggregate,
+    /// whose single row is its own key).
+    pub key: Vec<usize>,
 }
 
 /// The late side output: the rows a window stage found too late, as that stage received them.
@@ -175,6 +219,9 @@ impl Dataflow {
     /// A human-readable plan, one stage per line.
     pub fn explain(&self) -> String {
         let mut out = format!("source {} time={:?}\n", self.source.table, self.source.time);
+        if let Some(changelog) = &self.changelog {
+            out.push_str(&format!("output: upsert stream keyed by columns {:?}\n", changelog.key));
+        }
         for (i, stage) in self.stages.iter().enumerate() {
             out.push_str(&format!("stage {i} input={:?}\n", stage.input));
             for op in &stage.operators {

@@ -14,7 +14,9 @@ mod operator;
 pub mod operators;
 pub mod watermarks;
 
-pub use dataflow::{Dataflow, Exchange, LateOutput, OperatorSpec, SourceSpec, Stage, TimeAttribute};
+pub use dataflow::{
+    Changelog, Dataflow, Exchange, LateOutput, OperatorSpec, SourceSpec, Stage, TimeAttribute,
+};
 pub use error::{OperatorError, RuntimeError};
 pub use executor::{DataflowIo, RunOptions, run_dataflow};
 pub use metrics::RuntimeMetrics;

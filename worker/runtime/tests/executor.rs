@@ -45,6 +45,7 @@ fn dataflow(second_stage: Option<Exchange>) -> Dataflow {
         stages,
         output_schema: schema(),
         late_output: None,
+        changelog: None,
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::common::{DFSchema, ScalarValue, TableReference};
+use datafusion::common::{Constraint, DFSchema, ScalarValue, TableReference};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::builder::LogicalTableSource;
@@ -77,6 +77,10 @@ pub struct TableDef {
     pub watermark: Option<WatermarkSpec>,
     /// `late_topic` / `late_path`: the late side output (none: late rows are dropped).
     pub late_output: Option<LateTarget>,
+    /// `PRIMARY KEY (…) NOT ENFORCED`: column indices, in the order written (empty: none).
+    /// Parsed by sqlparser and DataFusion's DDL planning, never checked against the data
+    /// (Flink's semantics); an `upsert-kafka` sink's record key.
+    pub primary_key: Vec<usize>,
     /// `WITH (…)` options, keys lower-cased, values as written.
     pub options: BTreeMap<String, String>,
     /// Where the statement starts, for errors found later (connector options).
@@ -166,6 +170,15 @@ pub fn table_def(
         return Err(SqlError::at(location, "unsupported CREATE TABLE form"));
     };
     let mut fields: Vec<Field> = table.input.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut primary_key = Vec::new();
+    for constraint in table.constraints.iter() {
+        if let Constraint::PrimaryKey(columns) = constraint {
+            if !primary_key.is_empty() {
+                return Err(SqlError::at(location, format!("table '{name}' declares two primary keys")));
+            }
+            primary_key = columns.clone();
+        }
+    }
     let ext = extensions.cloned().unwrap_or_default();
     let column_index = |fields: &[Field], column: &str, at: Location| {
         fields
@@ -309,6 +322,7 @@ pub fn table_def(
         proctime,
         watermark,
         late_output,
+        primary_key,
         options,
         location,
     })

@@ -11,6 +11,7 @@ mod catalog;
 pub mod ddl;
 mod error;
 pub mod functions;
+pub mod sinks;
 mod translate;
 
 use std::collections::HashMap;
@@ -107,6 +108,7 @@ pub fn plan_job(sql: &str) -> Result<JobPlan, SqlError> {
         .execute_and_check((*dml.input).clone(), state.config_options(), |_, _| {})
         .map_err(|e| SqlError::from_datafusion(&e, at))?;
     let dataflow = translate::Translator::new(&tables, at).translate(&query)?;
+    sinks::check_sink(&sink, &dataflow, at)?;
     let source = tables[&dataflow.source.table].clone();
     Ok(JobPlan { logical_plan: query.display_indent().to_string(), tables, source, sink, dataflow })
 }

@@ -203,3 +203,182 @@ fn bad_window_and_lateness_options_are_refused() {
     let err = plan_job(&clicks_job("", wrong_end)).expect_err("window_end of another time");
     assert!(err.message.contains("window_end"), "{err}");
 }
+
+/// One line: the sink is on line 2, the query on line 3.
+const UPDATING_SOURCE: &str = "CREATE TABLE clicks (user_id STRING, page STRING, amount BIGINT, pt AS PROCTIME()) WITH (connector = 'kafka', topic = 'c', format = 'json');\n";
+
+/// A job of `UPDATING_SOURCE`, a sink (line 2) and a query (line 3).
+fn updating_job(sink: &str, query: &str) -> String {
+    format!("{UPDATING_SOURCE}{sink}\n{query}")
+}
+
+const PER_USER_UPSERT: &str = "CREATE TABLE per_user (user_id STRING, n BIGINT, total BIGINT, PRIMARY KEY (user_id) NOT ENFORCED) WITH (connector = 'upsert-kafka', topic = 'o', format = 'json');";
+
+fn find_operator(plan: &crate::JobPlan, pick: impl Fn(&OperatorSpec) -> bool) -> Option<&OperatorSpec> {
+    plan.dataflow.stages.iter().flat_map(|s| &s.operators).find(|op| pick(op))
+}
+
+#[test]
+fn keyed_updating_aggregates_plan_as_upsert_streams_keyed_by_the_group_columns() {
+    let sql = updating_job(
+        PER_USER_UPSERT,
+        "INSERT INTO per_user SELECT user_id, COUNT(*), SUM(amount) FROM clicks GROUP BY user_id HAVING SUM(amount) < 10",
+    );
+    let plan = plan_job(&sql).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.sink.primary_key, vec![0]);
+    let stage = &plan.dataflow.stages[1];
+    assert!(matches!(&stage.input, Exchange::Hash(keys) if keys.len() == 1), "{}", plan.dataflow.explain());
+    let OperatorSpec::UpdatingAggregate(spec) = &stage.operators[0] else {
+        panic!("{}", plan.dataflow.explain())
+    };
+    assert_eq!((spec.keys.len(), spec.aggregates.len(), spec.is_insert_only()), (1, 2, false));
+    assert!(
+        stage
+            .operators
+            .iter()
+            .any(|op| matches!(op, OperatorSpec::UpsertFilter { key, .. } if key == &vec![0])),
+        "HAVING becomes an upsert filter: {}",
+        plan.dataflow.explain()
+    );
+    assert!(!stage.operators.iter().any(|op| matches!(op, OperatorSpec::Filter(_))));
+    assert_eq!(plan.dataflow.changelog, Some(millrace_runtime::Changelog { key: vec![0] }));
+
+    // WHERE over the aggregated subquery, with the key selected last and renamed.
+    let sink = "CREATE TABLE out (n BIGINT, who STRING, PRIMARY KEY (who) NOT ENFORCED) WITH (connector = 'upsert-kafka', topic = 'o');";
+    let sql = updating_job(
+        sink,
+        "INSERT INTO out SELECT c, user_id AS who FROM (SELECT user_id, COUNT(*) AS c FROM clicks GROUP BY user_id) AS per WHERE c > 1",
+    );
+    let plan = plan_job(&sql).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.dataflow.changelog, Some(millrace_runtime::Changelog { key: vec![1] }));
+    assert!(find_operator(&plan, |op| matches!(op, OperatorSpec::UpsertFilter { .. })).is_some());
+}
+
+#[test]
+fn global_aggregates_and_distinct_plan() {
+    let sink = "CREATE TABLE out (n BIGINT) WITH (connector = 'stdout', format = 'json');";
+    let plan = plan_job(&updating_job(sink, "INSERT INTO out SELECT COUNT(*) FROM clicks"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(plan.dataflow.stages[1].input, Exchange::Single));
+    assert_eq!(plan.dataflow.changelog, Some(millrace_runtime::Changelog { key: Vec::new() }));
+
+    let sink = "CREATE TABLE out (user_id STRING, page STRING) WITH (connector = 'kafka', topic = 'o');";
+    for query in [
+        "INSERT INTO out SELECT DISTINCT user_id, page FROM clicks",
+        "INSERT INTO out SELECT user_id, page FROM clicks GROUP BY user_id, page",
+    ] {
+        let plan = plan_job(&updating_job(sink, query)).unwrap_or_else(|e| panic!("{query}: {e}"));
+        assert!(matches!(&plan.dataflow.stages[1].input, Exchange::Hash(keys) if keys.len() == 2));
+        let op = find_operator(&plan, |op| matches!(op, OperatorSpec::UpdatingAggregate(_)));
+        assert!(
+            matches!(op, Some(OperatorSpec::UpdatingAggregate(spec)) if spec.is_insert_only()),
+            "{query}: {}",
+            plan.dataflow.explain()
+        );
+        assert_eq!(plan.dataflow.changelog, None, "{query}: DISTINCT is append-only");
+    }
+
+    // COUNT(DISTINCT) keeps DataFusion's distinct flag, in updating and window aggregates.
+    let plan = plan_job(&updating_job(
+        PER_USER_UPSERT,
+        "INSERT INTO per_user SELECT user_id, COUNT(DISTINCT page), SUM(DISTINCT amount) FROM clicks GROUP BY user_id",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let Some(OperatorSpec::UpdatingAggregate(spec)) =
+        find_operator(&plan, |op| matches!(op, OperatorSpec::UpdatingAggregate(_)))
+    else {
+        panic!("{}", plan.dataflow.explain())
+    };
+    assert!(spec.aggregates.iter().all(|a| a.is_distinct()));
+}
+
+#[test]
+fn updating_queries_into_append_only_kafka_are_refused_with_a_position() {
+    let sink = "CREATE TABLE out (user_id STRING, n BIGINT) WITH (connector = 'kafka', topic = 'o', format = 'json');";
+    let err = plan_job(&updating_job(
+        sink,
+        "INSERT INTO out SELECT user_id, COUNT(*) FROM clicks GROUP BY user_id",
+    ))
+    .expect_err("kafka is append-only");
+    assert!(err.message.contains("doesn't support consuming update changes"), "{err}");
+    assert!(err.hint.as_deref().is_some_and(|h| h.contains("upsert-kafka")), "{err}");
+    assert_eq!((err.line, err.column), (3, 1), "{err}");
+
+    let keyed = "CREATE TABLE out (user_id STRING, n BIGINT, PRIMARY KEY (user_id) NOT ENFORCED) WITH (connector = 'kafka', topic = 'o');";
+    let err = plan_job(&updating_job(keyed, "INSERT INTO out SELECT user_id, 1 FROM clicks"))
+        .expect_err("kafka has no PK");
+    assert!(err.message.contains("cannot declare a PRIMARY KEY"), "{err}");
+    assert_eq!(err.line, 2, "{err}");
+}
+
+#[test]
+fn upsert_keys_must_match_the_sinks_primary_key() {
+    let no_key =
+        "CREATE TABLE out (user_id STRING, n BIGINT) WITH (connector = 'upsert-kafka', topic = 'o');";
+    let err = plan_job(&updating_job(
+        no_key,
+        "INSERT INTO out SELECT user_id, COUNT(*) FROM clicks GROUP BY user_id",
+    ))
+    .expect_err("no primary key");
+    assert!(err.message.contains("needs a primary key"), "{err}");
+    assert_eq!(err.line, 2, "{err}");
+    let by_page = "CREATE TABLE out (user_id STRING, page STRING, n BIGINT, PRIMARY KEY (user_id) NOT ENFORCED) WITH (connector = 'upsert-kafka', topic = 'o');";
+    let err = plan_job(&updating_job(
+        by_page,
+        "INSERT INTO out SELECT user_id, page, COUNT(*) FROM clicks GROUP BY user_id, page",
+    ))
+    .expect_err("the key is (user_id, page)");
+    assert!(
+        err.message.contains("(user_id, page)") && err.message.contains("PRIMARY KEY (user_id)"),
+        "{err}"
+    );
+    assert_eq!(err.line, 3, "{err}");
+}
+
+#[test]
+fn projections_dropping_the_upsert_key_are_refused() {
+    let sink = "CREATE TABLE out (n BIGINT) WITH (connector = 'stdout');";
+    let err = plan_job(&updating_job(
+        sink,
+        "INSERT INTO out SELECT n FROM (SELECT user_id, COUNT(*) AS n FROM clicks GROUP BY user_id) AS per",
+    ))
+    .expect_err("the key is dropped");
+    assert!(err.message.contains("drops the column 'user_id'"), "{err}");
+    assert!(err.hint.is_some());
+    assert_eq!((err.line, err.column), (3, 1), "{err}");
+    let sink = "CREATE TABLE out (u STRING, n BIGINT) WITH (connector = 'stdout');";
+    let err = plan_job(&updating_job(
+        sink,
+        "INSERT INTO out SELECT upper(user_id), COUNT(*) FROM clicks GROUP BY user_id",
+    ))
+    .expect_err("a computed key is not the key");
+    assert!(err.message.contains("drops the column"), "{err}");
+}
+
+#[test]
+fn windows_and_aggregates_over_updating_results_are_refused() {
+    let sink = "CREATE TABLE out (user_id STRING, n BIGINT) WITH (connector = 'stdout');";
+    let inner = "(SELECT user_id, COUNT(*) AS c, MAX(pt) AS pt FROM clicks GROUP BY user_id) AS per";
+    for (query, what) in [
+        (
+            format!(
+                "INSERT INTO out SELECT user_id, COUNT(*) OVER (PARTITION BY user_id ORDER BY pt ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM {inner}"
+            ),
+            "an OVER window",
+        ),
+        (
+            format!(
+                "INSERT INTO out SELECT user_id, SUM(c) FROM {inner} GROUP BY user_id, tumble(pt, INTERVAL '1' SECOND)"
+            ),
+            "a window aggregate",
+        ),
+        (format!("INSERT INTO out SELECT user_id, SUM(c) FROM {inner} GROUP BY user_id"), "a GROUP BY"),
+    ] {
+        let err = plan_job(&updating_job(sink, &query)).expect_err("needs retractions");
+        assert!(
+            err.message.starts_with(what) && err.message.contains("updating aggregate"),
+            "{query}: {err}"
+        );
+        assert_eq!(err.line, 3, "{err}");
+    }
+}

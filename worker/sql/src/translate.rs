@@ -5,8 +5,14 @@
 //! (`Single`) exchange. Expressions become DataFusion physical expressions; aggregates become
 //! DataFusion aggregate functions with their accumulators.
 //!
-//! Plans the streaming model cannot run yet (joins, ORDER BY, LIMIT, updating aggregates)
-//! are refused here with a message and the statement's position, before anything runs.
+//! A GROUP BY without a window (or DISTINCT) becomes an updating aggregate; its output is an
+//! upsert stream (see [`updating`]), and the operators after it are planned for one.
+//!
+//! Plans the streaming model cannot run yet (joins, ORDER BY, LIMIT, windows over updating
+//! results) are refused here with a message and the statement's position, before anything
+//! runs.
+
+mod updating;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +24,7 @@ use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::expr::{AggregateFunction, WindowFunction, WindowFunctionParams};
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
-    Aggregate, Expr, ExprSchemable, LogicalPlan, Window, WindowFrameBound, WindowFrameUnits,
+    Aggregate, Distinct, Expr, ExprSchemable, LogicalPlan, Window, WindowFrameBound, WindowFrameUnits,
     WindowFunctionDefinition,
 };
 use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
@@ -28,7 +34,10 @@ use datafusion::sql::sqlparser::tokenizer::Location;
 use millrace_runtime::operators::{
     OverFunction, OverRowsSpec, SessionWindowSpec, WindowAggregateSpec, WindowAssigner, WindowOutputColumn,
 };
-use millrace_runtime::{Dataflow, Exchange, LateOutput, OperatorSpec, SourceSpec, Stage, TimeAttribute};
+use millrace_runtime::{
+    Changelog, Dataflow, Exchange, LateOutput, OperatorSpec, SourceSpec, Stage, TimeAttribute,
+};
+use millrace_types::changelog::{ROW_KIND_COLUMN, with_row_kind};
 
 use crate::catalog::{TableDef, interval_ms};
 use crate::error::SqlError;
@@ -49,6 +58,9 @@ struct Partial {
     time: Vec<Option<TimeKind>>,
     /// The window stage whose late rows feed the late side output, with its input schema.
     late: Option<LateOutput>,
+    /// `Some(key)` when the subtree's output is an upsert stream keyed by these output
+    /// columns (its batches carry the row-kind column after them); `None`: append-only.
+    changelog: Option<Vec<usize>>,
 }
 
 impl Partial {
@@ -99,6 +111,7 @@ impl<'a> Translator<'a> {
             stages: partial.stages,
             output_schema: Arc::new(plan.schema().as_arrow().clone()),
             late_output: partial.late,
+            changelog: partial.changelog.map(|key| Changelog { key }),
         })
     }
 
@@ -136,6 +149,7 @@ impl<'a> Translator<'a> {
                     stages: vec![Stage { input: Exchange::Forward, operators: Vec::new() }],
                     time,
                     late: None,
+                    changelog: None,
                 };
                 if let Some(projection) = &scan.projection {
                     let exprs: Vec<Arc<dyn PhysicalExpr>> = projection
@@ -155,7 +169,15 @@ impl<'a> Translator<'a> {
             LogicalPlan::Filter(filter) => {
                 let mut partial = self.node(&filter.input)?;
                 let predicate = self.physical(&filter.predicate, filter.input.schema())?;
-                partial.push(OperatorSpec::Filter(predicate));
+                let operator = match &partial.changelog {
+                    None => OperatorSpec::Filter(predicate),
+                    Some(key) => OperatorSpec::UpsertFilter {
+                        predicate,
+                        key: key.clone(),
+                        schema: Arc::new(filter.input.schema().as_arrow().clone()),
+                    },
+                };
+                partial.push(operator);
                 Ok(partial)
             }
             LogicalPlan::Projection(projection) => {
@@ -172,18 +194,25 @@ impl<'a> Translator<'a> {
                     });
                 }
                 partial.time = time;
-                partial.push(OperatorSpec::Projection {
-                    exprs,
-                    schema: Arc::new(projection.schema.as_arrow().clone()),
-                });
+                let mut schema = projection.schema.as_arrow().clone();
+                if let Some(key) = partial.changelog.clone() {
+                    let key = updating::projected_key(&key, &projection.expr, input)
+                        .map_err(|m| self.error(m).with_hint(updating::KEEP_KEY_HINT))?;
+                    // The row kind travels on, after the projected columns.
+                    exprs.push(Arc::new(Column::new(ROW_KIND_COLUMN, input.fields().len())));
+                    schema = with_row_kind(&schema);
+                    partial.changelog = Some(key);
+                }
+                partial.push(OperatorSpec::Projection { exprs, schema: Arc::new(schema) });
                 Ok(partial)
             }
             LogicalPlan::SubqueryAlias(alias) => self.node(&alias.input),
             LogicalPlan::Window(window) => self.window(window),
             LogicalPlan::Aggregate(aggregate) => self.aggregate(aggregate),
+            LogicalPlan::Distinct(Distinct::All(input)) => self.distinct(input),
             other => Err(self
                 .error(format!("{} is not supported in a streaming job yet", other.display()))
-                .with_hint("supported: projections, filters, OVER (ROWS) windows, GROUP BY tumble()/hop()/session()/cumulate()")),
+                .with_hint("supported: projections, filters, DISTINCT, OVER (ROWS) windows, GROUP BY (with or without tumble()/hop()/session()/cumulate())")),
         }
     }
 
@@ -208,6 +237,7 @@ impl<'a> Translator<'a> {
 
     fn window(&self, window: &Window) -> Result<Partial, SqlError> {
         let mut partial = self.node(&window.input)?;
+        self.refuse_updating_input(&partial, "an OVER window")?;
         let input = window.input.schema();
         let mut functions = Vec::new();
         let mut partition_by: Option<Vec<Expr>> = None;
@@ -310,6 +340,10 @@ impl<'a> Translator<'a> {
 
     fn aggregate(&self, aggregate: &Aggregate) -> Result<Partial, SqlError> {
         let mut partial = self.node(&aggregate.input)?;
+        let windowed = aggregate.group_expr.iter().any(
+            |e| matches!(e, Expr::ScalarFunction(f) if WindowFunctionKind::from_name(f.name()).is_some()),
+        );
+        self.refuse_updating_input(&partial, if windowed { "a window aggregate" } else { "a GROUP BY" })?;
         let input = aggregate.input.schema();
         let mut window = None;
         let mut keys = Vec::new();
@@ -334,11 +368,7 @@ impl<'a> Translator<'a> {
             }
         }
         let Some((window_position, kind, args)) = window else {
-            return Err(self
-                .error("GROUP BY without a window (an updating aggregate) is not supported yet")
-                .with_hint(
-                    "group by a window: GROUP BY tumble(ts, INTERVAL '3' SECOND), hop(ts, slide, size), session(ts, gap) or cumulate(ts, step, max_size)",
-                ));
+            return self.updating_aggregate(aggregate, partial, keys);
         };
         let time_ok = match args.first() {
             Some(Expr::Column(c)) => input.index_of_column(c).ok().and_then(|i| partial.time[i]).is_some(),

@@ -4,9 +4,11 @@
 //! This crate owns vocabulary only. It must not depend on DataFusion, Kafka or an async
 //! runtime, so that every other engine crate can use it without paying for them.
 
+pub mod changelog;
 mod key_group;
 mod time;
 
+pub use changelog::RowKind;
 pub use key_group::{DEFAULT_MAX_PARALLELISM, KeyGroup, KeyGroupError, subtask_for_key_group};
 pub use time::{EventTime, Watermark};
 
