@@ -286,7 +286,7 @@ fn bad_over_windows_are_refused_with_a_position() {
         panic!("a number is no interval");
     };
     assert_eq!(err.line, 4, "{err}");
-    assert!(err.message.to_lowercase().contains("interval"), "{err}");
+    assert!(err.message.contains("day-time INTERVAL") && err.message.contains("month"), "{err}");
 }
 
 #[test]
@@ -355,4 +355,16 @@ fn unnest_chains_into_the_source_stage() {
             plan.dataflow.explain()
         );
     }
+}
+
+#[test]
+fn cross_join_unnest_is_refused_with_a_hint() {
+    let sql = format!(
+        "{EVENTS}CREATE TABLE tags (user_id STRING, tag STRING) WITH (connector = 'stdout');
+INSERT INTO tags SELECT user_id, tag FROM events CROSS JOIN UNNEST(events.tags) AS t(tag)"
+    );
+    let err = plan_job(&sql).expect_err("a join");
+    assert!(err.message.contains("CROSS JOIN UNNEST"), "{err}");
+    assert!(err.hint.as_deref().is_some_and(|h| h.contains("SELECT id, UNNEST(tags)")), "{err}");
+    assert_eq!((err.line, err.column), (5, 1), "{err}");
 }

@@ -185,6 +185,9 @@ impl<'a> Translator<'a> {
             LogicalPlan::Window(window) => self.window(window),
             LogicalPlan::Aggregate(aggregate) => self.aggregate(aggregate),
             LogicalPlan::Unnest(unnest) => self.unnest(unnest),
+            LogicalPlan::Join(join) if unnest::is_lateral_unnest(join) => Err(self
+                .error("CROSS JOIN UNNEST(…) is planned as a join, which streaming jobs do not run yet")
+                .with_hint("write the UNNEST in the SELECT list: SELECT id, UNNEST(tags) AS tag FROM t")),
             other => Err(self
                 .error(format!("{} is not supported in a streaming job yet", other.display()))
                 .with_hint("supported: projections, filters, UNNEST, OVER windows, GROUP BY tumble()/hop()/session()/cumulate()/count_window()")),

@@ -166,9 +166,23 @@ impl Translator<'_> {
             }
             (WindowFrameUnits::Range, WindowFrameBound::Preceding(v)) => match interval_ms(v) {
                 Some(ms) if ms >= 0 => Ok(OverFrame::Range { preceding_ms: Some(ms) }),
-                _ => Err(self
-                    .error(format!("{name}: RANGE frames need a day-time INTERVAL bound, got {v}"))
-                    .with_hint("RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW")),
+                _ => {
+                    // DataFusion reads a bare number on a timestamp ORDER BY as months.
+                    let got = match v {
+                        ScalarValue::IntervalMonthDayNano(Some(i)) if i.months != 0 => {
+                            format!(
+                                "{} month(s), which have no fixed length (a bare number is read as months)",
+                                i.months
+                            )
+                        }
+                        other => other.to_string(),
+                    };
+                    Err(self
+                        .error(format!(
+                            "{name}: RANGE frames need a non-negative day-time INTERVAL bound, got {got}"
+                        ))
+                        .with_hint("RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW"))
+                }
             },
             (WindowFrameUnits::Range, WindowFrameBound::CurrentRow) => {
                 Ok(OverFrame::Range { preceding_ms: Some(0) })

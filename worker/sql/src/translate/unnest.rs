@@ -3,11 +3,14 @@
 //! exchange: each row unnests on its own). Lists unnest one level; struct unnesting and
 //! recursive (depth > 1) unnesting are refused. SQL's UNNEST drops NULL and empty lists
 //! (DataFusion's `preserve_nulls = false`), which is what the operator implements.
+//! DataFusion 55 plans `FROM t CROSS JOIN UNNEST(t.tags)` as a join, which is refused with a
+//! hint to write the UNNEST in the SELECT list.
 
 use std::sync::Arc;
 
 use datafusion::common::NullHandling;
-use datafusion::logical_expr::Unnest;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::{Join, LogicalPlan, Unnest};
 use millrace_runtime::OperatorSpec;
 use millrace_runtime::operators::UnnestSpec;
 
@@ -49,4 +52,14 @@ impl Translator<'_> {
         }));
         Ok(partial)
     }
+}
+
+/// Whether a join unnests a column of its other side (`FROM t CROSS JOIN UNNEST(t.tags)`).
+pub(super) fn is_lateral_unnest(join: &Join) -> bool {
+    let mut found = false;
+    let _ = join.right.apply(|plan| {
+        found |= matches!(plan, LogicalPlan::Unnest(_));
+        Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    found
 }
