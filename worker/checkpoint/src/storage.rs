@@ -130,7 +130,10 @@ impl CheckpointStorage {
                 Ok(_) => ids.push(id),
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(source) => {
-                    return Err(CheckpointError::Store { location: self.location(metadata.as_ref()), source });
+                    return Err(CheckpointError::Store {
+                        location: self.location(metadata.as_ref()),
+                        source,
+                    });
                 }
             }
         }

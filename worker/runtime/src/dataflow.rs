@@ -4,15 +4,16 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use datafusion_physical_expr::PhysicalExpr;
 
 use crate::error::OperatorError;
 use crate::operator::Operator;
 use crate::operators::{
-    FilterOperator, OverRowsOperator, OverRowsSpec, ProjectionOperator, SessionWindowOperator,
-    SessionWindowSpec, UpdatingAggregateOperator, UpdatingAggregateSpec, UpsertFilterOperator,
-    WindowAggregateOperator, WindowAggregateSpec,
+    CountWindowOperator, CountWindowSpec, FilterOperator, OverFrame, OverWindowOperator, OverWindowSpec,
+    ProjectionOperator, SessionWindowOperator, SessionWindowSpec, UnnestOperator, UnnestSpec,
+    UpdatingAggregateOperator, UpdatingAggregateSpec, UpsertFilterOperator, WindowAggregateOperator,
+    WindowAggregateSpec,
 };
 
 /// Which column carries time, and how watermarks follow it.
@@ -68,10 +69,6 @@ pub enum OperatorSpec {
     },
     WindowAggregate(WindowAggregateSpec),
     SessionWindow(SessionWindowSpec),
-    OverRows {
-        spec: OverRowsSpec,
-        partition_types: Vec<DataType>,
-    },
     /// A non-windowed GROUP BY or DISTINCT (see [`UpdatingAggregateSpec`]).
     UpdatingAggregate(UpdatingAggregateSpec),
     /// A filter on an upsert stream: failing updates become deletes of their key. `schema`
@@ -81,6 +78,9 @@ pub enum OperatorSpec {
         key: Vec<usize>,
         schema: SchemaRef,
     },
+    CountWindow(CountWindowSpec),
+    OverWindow(OverWindowSpec),
+    Unnest(UnnestSpec),
 }
 
 impl OperatorSpec {
@@ -93,15 +93,15 @@ impl OperatorSpec {
             }
             OperatorSpec::WindowAggregate(spec) => Box::new(WindowAggregateOperator::try_new(spec.clone())?),
             OperatorSpec::SessionWindow(spec) => Box::new(SessionWindowOperator::try_new(spec.clone())?),
-            OperatorSpec::OverRows { spec, partition_types } => {
-                Box::new(OverRowsOperator::try_new(spec.clone(), partition_types.clone())?)
-            }
             OperatorSpec::UpdatingAggregate(spec) => {
                 Box::new(UpdatingAggregateOperator::try_new(spec.clone())?)
             }
             OperatorSpec::UpsertFilter { predicate, key, schema } => {
                 Box::new(UpsertFilterOperator::try_new(Arc::clone(predicate), key.clone(), schema)?)
             }
+            OperatorSpec::CountWindow(spec) => Box::new(CountWindowOperator::try_new(spec.clone())?),
+            OperatorSpec::OverWindow(spec) => Box::new(OverWindowOperator::try_new(spec.clone())?),
+            OperatorSpec::Unnest(spec) => Box::new(UnnestOperator::new(spec.clone())),
         })
     }
 
@@ -126,12 +126,27 @@ impl OperatorSpec {
                 spec.aggregates.iter().map(|a| a.name().to_string()).collect::<Vec<_>>().join(", "),
                 spec.allowed_lateness_ms
             ),
-            OperatorSpec::OverRows { spec, .. } => format!(
-                "over_rows partition_by={} functions=[{}]",
+            OperatorSpec::CountWindow(spec) => format!(
+                "count_window size={} slide={} keys={} aggregates=[{}]",
+                spec.size,
+                spec.slide,
+                spec.keys.len(),
+                spec.aggregates.iter().map(|a| a.name().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            OperatorSpec::OverWindow(spec) => format!(
+                "over_window order_by={} time={:?} partition_by={} functions=[{}]",
+                spec.order_by,
+                spec.time,
                 spec.partition_by.len(),
                 spec.functions
                     .iter()
-                    .map(|f| format!("{} preceding={:?}", f.aggregate.name(), f.preceding))
+                    .map(|f| match f.frame {
+                        OverFrame::Rows { preceding } =>
+                            format!("{} rows preceding={preceding:?}", f.aggregate.name()),
+                        OverFrame::Range { preceding_ms } => {
+                            format!("{} range preceding_ms={preceding_ms:?}", f.aggregate.name())
+                        }
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -144,6 +159,7 @@ impl OperatorSpec {
             OperatorSpec::UpsertFilter { predicate, key, .. } => {
                 format!("upsert_filter {predicate} key={key:?}")
             }
+            OperatorSpec::Unnest(spec) => format!("unnest list_columns={:?}", spec.list_columns),
         }
     }
 }

@@ -6,6 +6,9 @@
 //! - `session(time_attr, gap)`: the start of the row's session (sessions merge as rows
 //!   bridge gaps);
 //! - `cumulate(time_attr, step, max_size)`: the start of the row's cumulating windows;
+//! - `count_window(size[, slide])`: row-count windows of `size` rows starting every `slide`
+//!   rows (default `size`: tumbling), per key in arrival order; its column is the window's
+//!   sequence number per key (BIGINT, from 0);
 //! - `window_end(time_attr)` (an aggregate, so it may appear in SELECT next to the group
 //!   function): the end of the window a result row belongs to.
 //!
@@ -18,7 +21,7 @@ use datafusion::common::{Result, exec_err, plan_err};
 use datafusion::logical_expr::function::AccumulatorArgs;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature, Volatility,
+    Signature, TypeSignature, Volatility,
 };
 
 /// Which window a group function declares.
@@ -28,6 +31,8 @@ pub enum WindowFunctionKind {
     Hop,
     Session,
     Cumulate,
+    /// Row-count windows: `count_window(size[, slide])`.
+    Count,
 }
 
 impl WindowFunctionKind {
@@ -37,6 +42,7 @@ impl WindowFunctionKind {
             WindowFunctionKind::Hop => "hop",
             WindowFunctionKind::Session => "session",
             WindowFunctionKind::Cumulate => "cumulate",
+            WindowFunctionKind::Count => "count_window",
         }
     }
 
@@ -46,19 +52,27 @@ impl WindowFunctionKind {
             "hop" => Some(WindowFunctionKind::Hop),
             "session" => Some(WindowFunctionKind::Session),
             "cumulate" => Some(WindowFunctionKind::Cumulate),
+            "count_window" => Some(WindowFunctionKind::Count),
             _ => None,
         }
     }
 
-    fn arity(self) -> usize {
+    fn signature(self) -> Signature {
         match self {
-            WindowFunctionKind::Tumble | WindowFunctionKind::Session => 2,
-            WindowFunctionKind::Hop | WindowFunctionKind::Cumulate => 3,
+            WindowFunctionKind::Tumble | WindowFunctionKind::Session => {
+                Signature::any(2, Volatility::Immutable)
+            }
+            WindowFunctionKind::Hop | WindowFunctionKind::Cumulate => {
+                Signature::any(3, Volatility::Immutable)
+            }
+            WindowFunctionKind::Count => {
+                Signature::one_of(vec![TypeSignature::Any(1), TypeSignature::Any(2)], Volatility::Immutable)
+            }
         }
     }
 }
 
-/// The DataFusion function behind `tumble`/`hop`.
+/// The DataFusion function behind `tumble`/`hop`/`session`/`cumulate`/`count_window`.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct WindowGroupFunction {
     kind: WindowFunctionKind,
@@ -67,10 +81,7 @@ pub struct WindowGroupFunction {
 
 impl WindowGroupFunction {
     pub fn udf(kind: WindowFunctionKind) -> ScalarUDF {
-        ScalarUDF::new_from_impl(Self {
-            kind,
-            signature: Signature::any(kind.arity(), Volatility::Immutable),
-        })
+        ScalarUDF::new_from_impl(Self { kind, signature: kind.signature() })
     }
 }
 
@@ -84,6 +95,12 @@ impl ScalarUDFImpl for WindowGroupFunction {
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        if self.kind == WindowFunctionKind::Count {
+            return match arg_types.iter().find(|t| !t.is_integer()) {
+                Some(t) => plan_err!("count_window() needs integer row counts, got {t}"),
+                None => Ok(DataType::Int64),
+            };
+        }
         match arg_types.first() {
             Some(DataType::Timestamp(_, _)) => {}
             Some(other) => {

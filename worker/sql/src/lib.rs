@@ -54,6 +54,7 @@ pub fn plan_job(sql: &str) -> Result<JobPlan, SqlError> {
     context.register_udf(WindowGroupFunction::udf(WindowFunctionKind::Hop));
     context.register_udf(WindowGroupFunction::udf(WindowFunctionKind::Session));
     context.register_udf(WindowGroupFunction::udf(WindowFunctionKind::Cumulate));
+    context.register_udf(WindowGroupFunction::udf(WindowFunctionKind::Count));
     context.register_udaf(functions::WindowEndFunction::udaf());
     let state = context.state();
     let mut catalog = catalog::StreamCatalog::new(&state);

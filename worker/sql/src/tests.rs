@@ -1,6 +1,7 @@
 //! Planning tests: the seed jobs plan into the expected dataflows, and bad SQL fails with the
 //! right line and column.
 
+use millrace_runtime::operators::{OverFrame, OverTime};
 use millrace_runtime::{Exchange, OperatorSpec, TimeAttribute};
 
 use crate::plan_job;
@@ -21,12 +22,13 @@ fn seed_a_plans_a_global_over_window_of_three_rows() {
     assert_eq!(stages.len(), 2, "{}", plan.dataflow.explain());
     assert!(matches!(stages[1].input, Exchange::Single));
     let over = stages[1].operators.iter().find_map(|op| match op {
-        OperatorSpec::OverRows { spec, .. } => Some(spec),
+        OperatorSpec::OverWindow(spec) => Some(spec),
         _ => None,
     });
     let over = over.unwrap_or_else(|| panic!("no OVER operator in {}", plan.dataflow.explain()));
     assert_eq!(over.functions.len(), 2);
-    assert!(over.functions.iter().all(|f| f.preceding == Some(2)));
+    assert!(over.functions.iter().all(|f| f.frame == OverFrame::Rows { preceding: Some(2) }));
+    assert_eq!(over.time, OverTime::Processing);
     assert_eq!(plan.dataflow.output_schema.field(0).data_type(), &arrow::datatypes::DataType::Float64);
 }
 
@@ -381,4 +383,167 @@ fn windows_and_aggregates_over_updating_results_are_refused() {
         );
         assert_eq!(err.line, 3, "{err}");
     }
+}
+
+const EVENTS: &str = "CREATE TABLE events (user_id STRING, v BIGINT, tags STRING[], ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (connector = 'kafka', topic = 'e', format = 'json');
+CREATE TABLE pevents (user_id STRING, v BIGINT, pt AS PROCTIME()) WITH (connector = 'kafka', topic = 'p', format = 'json');
+CREATE TABLE out (user_id STRING, s BIGINT) WITH (connector = 'stdout');\n";
+
+fn over_spec(query: &str) -> Result<millrace_runtime::operators::OverWindowSpec, crate::SqlError> {
+    let plan = plan_job(&format!("{EVENTS}{query}"))?;
+    let stage = plan.dataflow.stages.last().expect("a stage");
+    match &stage.operators[0] {
+        OperatorSpec::OverWindow(spec) => {
+            assert_eq!(matches!(stage.input, Exchange::Single), spec.partition_by.is_empty());
+            Ok(spec.clone())
+        }
+        _ => panic!("no OVER stage in {}", plan.dataflow.explain()),
+    }
+}
+
+#[test]
+fn over_windows_plan_rows_and_range_frames_on_both_time_kinds() {
+    let spec = over_spec(
+        "INSERT INTO out SELECT user_id, SUM(v) OVER (PARTITION BY user_id ORDER BY ts
+           RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW) FROM events",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.time, OverTime::Event);
+    assert_eq!(spec.partition_by.len(), 1);
+    assert_eq!(spec.functions[0].frame, OverFrame::Range { preceding_ms: Some(10_000) });
+
+    let spec = over_spec(
+        "INSERT INTO out SELECT user_id, SUM(v) OVER (ORDER BY ts ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) FROM events",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (spec.time, spec.functions[0].frame),
+        (OverTime::Event, OverFrame::Rows { preceding: Some(3) })
+    );
+
+    // DataFusion's default frame with ORDER BY: RANGE UNBOUNDED PRECEDING.
+    let spec = over_spec(
+        "INSERT INTO out SELECT user_id, SUM(v) OVER (PARTITION BY user_id ORDER BY pt) FROM pevents",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (spec.time, spec.functions[0].frame),
+        (OverTime::Processing, OverFrame::Range { preceding_ms: None })
+    );
+
+    let spec = over_spec(
+        "INSERT INTO out SELECT user_id, COUNT(*) OVER (ORDER BY pt RANGE BETWEEN CURRENT ROW AND CURRENT ROW) FROM pevents",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.functions[0].frame, OverFrame::Range { preceding_ms: Some(0) });
+}
+
+#[test]
+fn bad_over_windows_are_refused_with_a_position() {
+    // The INSERT starts on line 4, column 1 of the job (after the three CREATE TABLEs).
+    let cases = [
+        (
+            "SUM(v) OVER (ORDER BY v ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)",
+            "must ORDER BY a time attribute",
+        ),
+        ("SUM(v) OVER (ORDER BY ts ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING)", "FOLLOWING"),
+        ("SUM(v) OVER (ORDER BY ts RANGE BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING)", "FOLLOWING"),
+        ("SUM(v) OVER (ORDER BY ts DESC ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)", "DESC"),
+        ("SUM(v) OVER (PARTITION BY user_id)", "need ORDER BY"),
+        ("SUM(v) OVER (ORDER BY ts GROUPS BETWEEN 1 PRECEDING AND CURRENT ROW)", "unsupported OVER frame"),
+    ];
+    for (window, message) in cases {
+        let Err(err) = over_spec(&format!("INSERT INTO out\nSELECT user_id, {window} FROM events")) else {
+            panic!("{window} planned");
+        };
+        assert!(err.message.contains(message), "{window}: {err}");
+        assert_eq!((err.line, err.column), (4, 1), "{window}: {err}");
+    }
+    let Err(err) = over_spec(
+        "INSERT INTO out SELECT user_id, SUM(v) OVER (ORDER BY ts RANGE BETWEEN 5 PRECEDING AND CURRENT ROW) FROM events",
+    ) else {
+        panic!("a number is no interval");
+    };
+    assert_eq!(err.line, 4, "{err}");
+    assert!(err.message.contains("day-time INTERVAL") && err.message.contains("month"), "{err}");
+}
+
+#[test]
+fn count_windows_plan_keyed_and_global() {
+    let sql = format!(
+        "{EVENTS}CREATE TABLE counts (user_id STRING, w BIGINT, n BIGINT, s BIGINT) WITH (connector = 'stdout');
+         INSERT INTO counts SELECT user_id, count_window(3) AS w, COUNT(*), SUM(v) FROM events GROUP BY user_id, count_window(3)"
+    );
+    let plan = plan_job(&sql).unwrap_or_else(|e| panic!("{e}"));
+    let stage = &plan.dataflow.stages[1];
+    assert!(matches!(&stage.input, Exchange::Hash(keys) if keys.len() == 1));
+    let OperatorSpec::CountWindow(spec) = &stage.operators[0] else { panic!("{}", plan.dataflow.explain()) };
+    assert_eq!((spec.size, spec.slide, spec.window_position), (3, 3, 1));
+    assert_eq!(plan.dataflow.output_schema.field(1).data_type(), &arrow::datatypes::DataType::Int64);
+
+    let sql = format!(
+        "{EVENTS}CREATE TABLE counts (w BIGINT, s BIGINT) WITH (connector = 'stdout');
+         INSERT INTO counts SELECT count_window(5, 2), SUM(v) FROM events GROUP BY count_window(5, 2)"
+    );
+    let plan = plan_job(&sql).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(plan.dataflow.stages[1].input, Exchange::Single));
+    let OperatorSpec::CountWindow(spec) = &plan.dataflow.stages[1].operators[0] else {
+        panic!("{}", plan.dataflow.explain())
+    };
+    assert_eq!((spec.size, spec.slide), (5, 2));
+}
+
+#[test]
+fn bad_count_windows_are_refused() {
+    for (group, message) in [
+        ("count_window(2, 3)", "bad arguments"),
+        ("count_window(0)", "positive integer"),
+        ("count_window(v)", "positive integer"),
+        ("count_window('3')", "integer"),
+    ] {
+        let sql = format!(
+            "{EVENTS}CREATE TABLE counts (w BIGINT, s BIGINT) WITH (connector = 'stdout');
+INSERT INTO counts SELECT {group}, SUM(v) FROM events GROUP BY {group}"
+        );
+        let err = plan_job(&sql).expect_err(group);
+        assert!(err.message.contains(message), "{group}: {err}");
+        assert_eq!(err.line, 5, "{group}: {err}");
+    }
+    let sql = format!(
+        "{EVENTS}CREATE TABLE counts (w BIGINT, e TIMESTAMP(3)) WITH (connector = 'stdout');
+INSERT INTO counts SELECT count_window(2), window_end(ts) FROM events GROUP BY count_window(2)"
+    );
+    let err = plan_job(&sql).expect_err("no window end");
+    assert!(err.message.contains("window_end"), "{err}");
+}
+
+#[test]
+fn unnest_chains_into_the_source_stage() {
+    for query in [
+        "INSERT INTO tags SELECT user_id, UNNEST(tags) AS tag FROM events",
+        "INSERT INTO tags SELECT user_id, UNNEST(string_to_array(user_id, '-')) FROM events",
+    ] {
+        let sql = format!(
+            "{EVENTS}CREATE TABLE tags (user_id STRING, tag STRING) WITH (connector = 'stdout');\n{query}"
+        );
+        let plan = plan_job(&sql).unwrap_or_else(|e| panic!("{query}: {e}"));
+        assert_eq!(plan.dataflow.stages.len(), 1, "{}", plan.dataflow.explain());
+        assert!(
+            plan.dataflow.stages[0].operators.iter().any(|op| matches!(op, OperatorSpec::Unnest(_))),
+            "{}",
+            plan.dataflow.explain()
+        );
+    }
+}
+
+#[test]
+fn cross_join_unnest_is_refused_with_a_hint() {
+    let sql = format!(
+        "{EVENTS}CREATE TABLE tags (user_id STRING, tag STRING) WITH (connector = 'stdout');
+INSERT INTO tags SELECT user_id, tag FROM events CROSS JOIN UNNEST(events.tags) AS t(tag)"
+    );
+    let err = plan_job(&sql).expect_err("a join");
+    assert!(err.message.contains("CROSS JOIN UNNEST"), "{err}");
+    assert!(err.hint.as_deref().is_some_and(|h| h.contains("SELECT id, UNNEST(tags)")), "{err}");
+    assert_eq!((err.line, err.column), (5, 1), "{err}");
 }

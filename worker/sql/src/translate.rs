@@ -11,28 +11,30 @@
 //! Plans the streaming model cannot run yet (joins, ORDER BY, LIMIT, windows over updating
 //! results) are refused here with a message and the statement's position, before anything
 //! runs.
+//!
+//! OVER windows ([`over`]), count windows ([`count_window`]), UNNEST ([`unnest`]) and
+//! updating aggregates ([`updating`]) are translated in their own modules.
 
+mod count_window;
+mod over;
+mod unnest;
 mod updating;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::Schema;
+use datafusion::common::DFSchema;
 use datafusion::common::tree_node::TreeNode;
-use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::execution::context::ExecutionProps;
-use datafusion::logical_expr::expr::{AggregateFunction, WindowFunction, WindowFunctionParams};
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{
-    Aggregate, Distinct, Expr, ExprSchemable, LogicalPlan, Window, WindowFrameBound, WindowFrameUnits,
-    WindowFunctionDefinition,
-};
+use datafusion::logical_expr::{Aggregate, Distinct, Expr, LogicalPlan};
 use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use datafusion::sql::sqlparser::tokenizer::Location;
 use millrace_runtime::operators::{
-    OverFunction, OverRowsSpec, SessionWindowSpec, WindowAggregateSpec, WindowAssigner, WindowOutputColumn,
+    SessionWindowSpec, WindowAggregateSpec, WindowAssigner, WindowOutputColumn,
 };
 use millrace_runtime::{
     Changelog, Dataflow, Exchange, LateOutput, OperatorSpec, SourceSpec, Stage, TimeAttribute,
@@ -210,9 +212,13 @@ impl<'a> Translator<'a> {
             LogicalPlan::Window(window) => self.window(window),
             LogicalPlan::Aggregate(aggregate) => self.aggregate(aggregate),
             LogicalPlan::Distinct(Distinct::All(input)) => self.distinct(input),
+            LogicalPlan::Unnest(unnest) => self.unnest(unnest),
+            LogicalPlan::Join(join) if unnest::is_lateral_unnest(join) => Err(self
+                .error("CROSS JOIN UNNEST(…) is planned as a join, which streaming jobs do not run yet")
+                .with_hint("write the UNNEST in the SELECT list: SELECT id, UNNEST(tags) AS tag FROM t")),
             other => Err(self
                 .error(format!("{} is not supported in a streaming job yet", other.display()))
-                .with_hint("supported: projections, filters, DISTINCT, OVER (ROWS) windows, GROUP BY (with or without tumble()/hop()/session()/cumulate())")),
+                .with_hint("supported: projections, filters, DISTINCT, UNNEST, OVER windows, GROUP BY (with or without tumble()/hop()/session()/cumulate()/count_window())")),
         }
     }
 
@@ -233,109 +239,6 @@ impl<'a> Translator<'a> {
             );
         }
         Ok(lowered.aggregate)
-    }
-
-    fn window(&self, window: &Window) -> Result<Partial, SqlError> {
-        let mut partial = self.node(&window.input)?;
-        self.refuse_updating_input(&partial, "an OVER window")?;
-        let input = window.input.schema();
-        let mut functions = Vec::new();
-        let mut partition_by: Option<Vec<Expr>> = None;
-        for (i, expr) in window.window_expr.iter().enumerate() {
-            let name = window.schema.field(input.fields().len() + i).name().clone();
-            let Expr::WindowFunction(function) = expr.clone().unalias() else {
-                return Err(self.error(format!("unexpected window expression {expr}")));
-            };
-            let WindowFunction { fun, params } = *function;
-            let WindowFunctionParams {
-                args,
-                partition_by: partitions,
-                order_by,
-                window_frame,
-                null_treatment,
-                distinct,
-                filter,
-            } = params;
-            let WindowFunctionDefinition::AggregateUDF(udaf) = fun.clone() else {
-                return Err(self.error(format!(
-                    "{name}: only aggregate functions (AVG, SUM, COUNT, MIN, MAX, …) work in OVER windows yet"
-                )));
-            };
-            if udaf.name() == WINDOW_END {
-                return Err(
-                    self.error(format!("{WINDOW_END}() only works next to a window function in GROUP BY"))
-                );
-            }
-            let order_ok = match order_by.as_slice() {
-                [sort] => match &sort.expr {
-                    Expr::Column(c) => {
-                        input.index_of_column(c).ok().and_then(|i| partial.time[i])
-                            == Some(TimeKind::Processing)
-                    }
-                    _ => false,
-                },
-                _ => false,
-            };
-            if !order_ok {
-                return Err(self.error(format!("{name}: OVER windows must ORDER BY the table's processing-time attribute"))
-                    .with_hint("declare `pt AS PROCTIME()` in the source table and write OVER (ORDER BY pt ROWS BETWEEN n PRECEDING AND CURRENT ROW)"));
-            }
-            if window_frame.units != WindowFrameUnits::Rows
-                || window_frame.end_bound != WindowFrameBound::CurrentRow
-            {
-                return Err(self.error(format!(
-                    "{name}: only ROWS BETWEEN … PRECEDING AND CURRENT ROW frames are supported yet"
-                )));
-            }
-            let preceding = match &window_frame.start_bound {
-                WindowFrameBound::Preceding(v) if v.is_null() => None,
-                WindowFrameBound::Preceding(ScalarValue::UInt64(Some(n))) => Some(*n as usize),
-                WindowFrameBound::CurrentRow => Some(0),
-                other => return Err(self.error(format!("{name}: unsupported frame start {other}"))),
-            };
-            match &partition_by {
-                None => partition_by = Some(partitions.clone()),
-                Some(existing) if *existing == partitions => {}
-                Some(_) => {
-                    return Err(self.error("all OVER windows of one SELECT must share their PARTITION BY"));
-                }
-            }
-            let aggregate = Expr::AggregateFunction(AggregateFunction::new_udf(
-                udaf,
-                args,
-                distinct,
-                filter,
-                Vec::new(),
-                null_treatment,
-            ));
-            functions.push(OverFunction {
-                aggregate: self.aggregate_function(&aggregate, &name, input)?,
-                preceding,
-            });
-        }
-        let partition_by = partition_by.unwrap_or_default();
-        let partition_exprs =
-            partition_by.iter().map(|e| self.physical(e, input)).collect::<Result<Vec<_>, _>>()?;
-        let partition_types = partition_by
-            .iter()
-            .map(|e| e.get_type(input).map_err(|err| SqlError::from_datafusion(&err, self.at)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let exchange = if partition_exprs.is_empty() {
-            Exchange::Single
-        } else {
-            Exchange::Hash(partition_exprs.clone())
-        };
-        let spec = OverRowsSpec {
-            partition_by: partition_exprs,
-            functions,
-            output_schema: Arc::new(window.schema.as_arrow().clone()),
-        };
-        partial.stages.push(Stage {
-            input: exchange,
-            operators: vec![OperatorSpec::OverRows { spec, partition_types }],
-        });
-        partial.time.extend(std::iter::repeat_n(None, window.window_expr.len()));
-        Ok(partial)
     }
 
     fn aggregate(&self, aggregate: &Aggregate) -> Result<Partial, SqlError> {
@@ -370,6 +273,9 @@ impl<'a> Translator<'a> {
         let Some((window_position, kind, args)) = window else {
             return self.updating_aggregate(aggregate, partial, keys);
         };
+        if kind == WindowFunctionKind::Count {
+            return self.count_window(partial, aggregate, window_position, &args, &keys);
+        }
         let time_ok = match args.first() {
             Some(Expr::Column(c)) => input.index_of_column(c).ok().and_then(|i| partial.time[i]).is_some(),
             _ => false,

@@ -1,18 +1,24 @@
 //! The operators, one file each. They are built from specs the SQL planner produces.
 
+mod count_window;
 mod filter;
-mod over_rows;
+mod over_frame;
+mod over_window;
 mod projection;
 mod session_window;
+mod unnest;
 mod updating_aggregate;
 mod upsert_filter;
 mod window_aggregate;
 mod window_output;
 
+pub use count_window::{CountWindowOperator, CountWindowSpec};
 pub use filter::FilterOperator;
-pub use over_rows::{OverFunction, OverRowsOperator, OverRowsSpec};
+pub use over_frame::{OverFrame, OverFunction};
+pub use over_window::{OverTime, OverWindowOperator, OverWindowSpec};
 pub use projection::ProjectionOperator;
 pub use session_window::{SessionWindowOperator, SessionWindowSpec};
+pub use unnest::{UnnestOperator, UnnestSpec};
 pub use updating_aggregate::{UpdatingAggregateOperator, UpdatingAggregateSpec};
 pub use upsert_filter::UpsertFilterOperator;
 pub use window_aggregate::{WindowAggregateOperator, WindowAggregateSpec, WindowAssigner};

@@ -1,6 +1,7 @@
 //! What the window operators share: turning group keys into comparable rows, evaluating
 //! accumulators, and building output batches whose group columns carry the window start
-//! (at the window function's position) and whose aggregate columns may carry the window end
+//! (at the window function's position; for count windows, whose window column is an integer,
+//! the window's sequence number) and whose aggregate columns may carry the window end
 //! (`window_end(ts)`). It owns no state and never decides when a window fires.
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub(crate) type GroupState = Vec<Box<dyn Accumulator>>;
 
 /// One emitted row: window start, window end, key, aggregate values.
 pub(crate) struct EmittedRow {
+    /// The window start in ms (a count window's sequence number).
     pub start: i64,
     pub end: i64,
     pub key: OwnedRow,
@@ -114,8 +116,11 @@ impl WindowOutput {
             return Ok(None);
         }
         let as_timestamps = |values: Vec<i64>, target: &DataType| -> Result<ArrayRef, OperatorError> {
-            let column = cast(&(Arc::new(Int64Array::from(values)) as ArrayRef), &timestamp_ms())?;
-            Ok(cast(&column, target)?)
+            let values: ArrayRef = Arc::new(Int64Array::from(values));
+            if target.is_integer() {
+                return Ok(cast(&values, target)?);
+            }
+            Ok(cast(&cast(&values, &timestamp_ms())?, target)?)
         };
         let group_count = self.keys.len() + 1;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
