@@ -37,6 +37,9 @@ static() {
 
 unit() {
   run_phase unit cargo test --workspace --all-features --lib --bins
+  # Every Nexmark example on 20,000 events through the debug binary (no platform needed), so
+  # the benchmark script and the examples cannot rot; fails if a query fails or writes nothing.
+  run_phase nexmark-smoke bash "$ROOT/bench/nexmark.sh" --smoke
 }
 
 platform() {

@@ -78,10 +78,7 @@ fn write_lines<W: Write>(
     let encoder = RecordEncoder::new(format);
     while let Some(batch) = ctx.input.blocking_recv() {
         let mut buffer = Vec::new();
-        for value in encoder.encode(&batch)? {
-            buffer.extend_from_slice(&value);
-            buffer.push(b'\n');
-        }
+        encoder.encode_lines(&batch, &mut buffer)?;
         out.write_all(&buffer).map_err(&io)?;
         out.flush().map_err(&io)?;
         ctx.written(batch.num_rows(), buffer.len());
