@@ -59,8 +59,13 @@ flink_per_core() {
 }
 
 step "Build millrace-worker ($PROFILE) into $CARGO_TARGET_DIR"
-build=(cargo build --all-features -p millrace-worker)
-[[ "$PROFILE" == release ]] && build+=(--release)
+# The same cargo invocations as run-peers.sh (release) and the platform's up.sh (debug), so
+# `make bench` and `make test` reuse those builds.
+if [[ "$PROFILE" == release ]]; then
+  build=(cargo build --all-features --release -p millrace-worker)
+else
+  build=(cargo build --workspace --all-features --bins)
+fi
 "${build[@]}"
 worker="$CARGO_TARGET_DIR/$PROFILE/millrace-worker"
 [[ -x "$worker" ]] || die "no binary at $worker"
