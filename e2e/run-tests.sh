@@ -47,6 +47,10 @@ platform() {
   # The side-by-side benchmark at toy size, so its scripts and peers cannot rot; it fails
   # when any contender's output differs from the reference.
   run_phase bench-smoke bash "$ROOT/bench/run-peers.sh" --smoke
+  # Every Nexmark example on 20,000 events through the debug binary up.sh built (it needs no
+  # platform; here it reuses that build), so the benchmark script and the examples cannot rot;
+  # fails if a query fails or writes nothing.
+  run_phase nexmark-smoke bash "$ROOT/bench/nexmark.sh" --smoke
 }
 
 started=$SECONDS

@@ -247,7 +247,7 @@ def markdown(data: dict[str, Any], command: str, bench_cache: Path, plot_name: s
         "- **seed article loop** (`bench/peers/seed-python`): kafka-python consumer, a Python list and pandas",
         "  `rolling(3).mean()`, as the seed article describes it (seed workload only).",
         "",
-        "Not measured yet: Millrace through the operator (Kubernetes) and Nexmark.",
+        "Not measured yet: Millrace through the operator (Kubernetes). Engine-only Nexmark (no Kafka, no peers) is the section below, written by `bash bench/nexmark.sh`.",
         "",
     ]
     return "\n".join(out)
@@ -277,8 +277,27 @@ def main() -> int:
     if args.plot:
         plot(data, args.plot)
     if args.markdown:
-        args.markdown.write_text(markdown(data, args.command, args.bench_cache, args.plot.name if args.plot else None))
+        page = markdown(data, args.command, args.bench_cache, args.plot.name if args.plot else None)
+        args.markdown.write_text(page + preserved_sections(args.markdown))
     return 0
+
+
+# Sections other benchmarks write into the same page (bench/nexmark.sh), kept across reruns.
+PRESERVED = [("<!-- nexmark:begin -->", "<!-- nexmark:end -->")]
+
+
+def preserved_sections(path: Path) -> str:
+    """The marked blocks of the current page, to append to the regenerated one."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    kept = []
+    for begin, end in PRESERVED:
+        start = text.find(begin)
+        stop = text.find(end, start + len(begin)) if start >= 0 else -1
+        if start >= 0 and stop >= 0:
+            kept.append(text[start:stop + len(end)])
+    return "".join("\n" + block + "\n" for block in kept)
 
 
 if __name__ == "__main__":

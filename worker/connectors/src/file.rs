@@ -91,9 +91,14 @@ fn write_lines<W: Write>(
     let encoder = RecordEncoder::new(format);
     while let Some(batch) = ctx.input.blocking_recv() {
         let mut buffer = Vec::new();
-        for value in changelog_lines(&encoder, format, &batch)? {
-            buffer.extend_from_slice(&value);
-            buffer.push(b'\n');
+        match changelog_lines(&encoder, format, &batch)? {
+            Some(lines) => {
+                for value in lines {
+                    buffer.extend_from_slice(&value);
+                    buffer.push(b'\n');
+                }
+            }
+            None => encoder.encode_lines(&batch, &mut buffer)?,
         }
         out.write_all(&buffer).map_err(&io)?;
         out.flush().map_err(&io)?;
@@ -102,15 +107,16 @@ fn write_lines<W: Write>(
     Ok(())
 }
 
-/// One line per row; rows of an upsert stream show their row kind.
+/// One line per row of an upsert stream, showing its row kind; `None` for an append-only
+/// batch (no row-kind column), which is written as plain lines.
 fn changelog_lines(
     encoder: &RecordEncoder,
     format: Format,
     batch: &RecordBatch,
-) -> Result<Vec<Vec<u8>>, ConnectorError> {
+) -> Result<Option<Vec<Vec<u8>>>, ConnectorError> {
     let (logical, kinds) = split_row_kinds(batch).map_err(ConnectorError::arrow("reading row kinds"))?;
     let Some(kinds) = kinds else {
-        return encoder.encode(batch);
+        return Ok(None);
     };
     match format {
         Format::Json => {
@@ -121,19 +127,21 @@ fn changelog_lines(
             columns.extend(logical.columns().iter().cloned());
             let with_op = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
                 .map_err(ConnectorError::arrow("adding the op field"))?;
-            encoder.encode(&with_op)
+            encoder.encode(&with_op).map(Some)
         }
-        Format::Raw => Ok(encoder
-            .encode(&logical)?
-            .into_iter()
-            .zip(&kinds)
-            .map(|(value, kind)| {
-                let mut line = format!("{}[", kind.short_string()).into_bytes();
-                line.extend_from_slice(&value);
-                line.push(b']');
-                line
-            })
-            .collect()),
+        Format::Raw => Ok(Some(
+            encoder
+                .encode(&logical)?
+                .into_iter()
+                .zip(&kinds)
+                .map(|(value, kind)| {
+                    let mut line = format!("{}[", kind.short_string()).into_bytes();
+                    line.extend_from_slice(&value);
+                    line.push(b']');
+                    line
+                })
+                .collect(),
+        )),
     }
 }
 
@@ -161,6 +169,7 @@ mod tests {
         let lines = |format| {
             changelog_lines(&RecordEncoder::new(format), format, &batch)
                 .expect("encodes")
+                .expect("an upsert batch")
                 .into_iter()
                 .map(|l| String::from_utf8(l).expect("utf8"))
                 .collect::<Vec<_>>()
@@ -172,6 +181,13 @@ mod tests {
         )
         .expect("batch");
         let raw = changelog_lines(&RecordEncoder::new(Format::Raw), Format::Raw, &one).expect("encodes");
-        assert_eq!(raw, vec![b"-D[7]".to_vec()]);
+        assert_eq!(raw, Some(vec![b"-D[7]".to_vec()]));
+        let append = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)])),
+            vec![Arc::new(Int64Array::from(vec![7]))],
+        )
+        .expect("batch");
+        let plain = changelog_lines(&RecordEncoder::new(Format::Raw), Format::Raw, &append).expect("encodes");
+        assert_eq!(plain, None, "append-only batches are written as plain lines");
     }
 }

@@ -229,6 +229,27 @@ impl RecordEncoder {
     }
 }
 
+impl RecordEncoder {
+    /// Appends every row to `out`, one per line (`\n`-terminated), without a buffer per row:
+    /// what line-oriented sinks (files, stdout) write.
+    pub fn encode_lines(&self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), ConnectorError> {
+        match self.format {
+            Format::Json => {
+                let mut writer = arrow::json::LineDelimitedWriter::new(&mut *out);
+                writer.write(batch).map_err(ConnectorError::arrow("writing JSON"))?;
+                writer.finish().map_err(ConnectorError::arrow("writing JSON"))?;
+            }
+            Format::Raw => {
+                for value in self.encode(batch)? {
+                    out.extend_from_slice(&value);
+                    out.push(b'\n');
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Encodes rows' key columns into record keys: one column is its text (Arrow's cast to
 /// text, as `raw` values); several are a JSON array of their texts (`["ann","3"]`), NULL as
 /// JSON `null`. A NULL single key column is an empty key. Equal keys give equal bytes, so
@@ -312,6 +333,26 @@ mod tests {
 
     fn record(value: &str, ts: i64) -> RecordRef<'_> {
         RecordRef { value: Some(value.as_bytes()), timestamp_ms: Some(ts), partition: 3, offset: ts }
+    }
+
+    #[test]
+    fn lines_are_the_records_one_per_line() {
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("v", DataType::Float64, true)])),
+            vec![Arc::new(Float64Array::from(vec![Some(1.5), None, Some(70.0)]))],
+        )
+        .expect("batch");
+        for format in [Format::Raw, Format::Json] {
+            let encoder = RecordEncoder::new(format);
+            let mut lines = Vec::new();
+            encoder.encode_lines(&batch, &mut lines).expect("encodes");
+            let mut joined = Vec::new();
+            for record in encoder.encode(&batch).expect("encodes") {
+                joined.extend_from_slice(&record);
+                joined.push(b'\n');
+            }
+            assert_eq!(String::from_utf8_lossy(&lines), String::from_utf8_lossy(&joined), "{format:?}");
+        }
     }
 
     #[test]

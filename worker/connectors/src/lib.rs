@@ -1,4 +1,4 @@
-//! Millrace's connectors: where rows come from and go to. Sources decode records into Arrow
+//! Millrace's connectors (Kafka, the random and the Nexmark generators, files, memory): where rows come from and go to. Sources decode records into Arrow
 //! batches of a table's schema and hand them to the runtime as [`SourceEvent`]s over a
 //! bounded channel; sinks drain record batches from one and encode them. Records that cannot
 //! be decoded never stop a job: they go to the table's dead-letter topic or are dropped, and
@@ -15,6 +15,7 @@ mod generator;
 mod kafka;
 mod memory;
 mod metrics;
+pub mod nexmark;
 pub mod options;
 
 use std::collections::BTreeMap;
@@ -125,6 +126,9 @@ pub fn start_source(
             }
             SourceConnector::Generator(config) => {
                 ConnectorThread::spawn(name, move || generator::run_source(config, ctx))?
+            }
+            SourceConnector::Nexmark(config) => {
+                ConnectorThread::spawn(name, move || nexmark::run_source(config, ctx))?
             }
             SourceConnector::File(config) => {
                 ConnectorThread::spawn(name, move || file::run_source(config, ctx))?

@@ -7,6 +7,7 @@
 //! | `kafka` (sink) | `topic`, `bootstrap_servers`, `format`, `key_columns` (comma-separated sink columns encoded as the record key), `properties.<key>` |
 //! | `upsert-kafka` (sink) | `topic`, `bootstrap_servers`, `format`, `properties.<key>`; the record key is the table's `PRIMARY KEY`, a delete is a tombstone |
 //! | `generator` (source) | `count`, `rows_per_second`, `min`, `max`, `seed`, `batch_size` |
+//! | `nexmark` (source) | `event_type` = `person`\|`auction`\|`bid`, `events`, `events_per_second`, `first_event_rate`, `out_of_order_group_size`, `seed`, `batch_size`, `base_time_ms` |
 //! | `file` | `path`, `format` (a source reads one record per line; a sink writes one per line) |
 //! | `stdout` (sink) | `format` |
 
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::memory::{MemorySink, MemorySourceConfig};
+use crate::nexmark::{EventKind, NexmarkConfig, model};
 use crate::{ConnectorError, ConnectorTable};
 
 /// How a record's bytes map to a row.
@@ -92,6 +94,8 @@ pub struct FileConfig {
 pub enum SourceConnector {
     Kafka(KafkaSourceConfig),
     Generator(GeneratorConfig),
+    /// Nexmark persons, auctions or bids.
+    Nexmark(NexmarkConfig),
     File(FileConfig),
     /// Records given in memory (tests, embedding).
     Memory(MemorySourceConfig),
@@ -261,16 +265,55 @@ impl SourceConnector {
                 }
                 SourceConnector::Generator(config)
             }
+            "nexmark" => SourceConnector::Nexmark(nexmark_config(&mut o, table)?),
             "file" => {
                 SourceConnector::File(FileConfig { path: o.required("path")?.into(), format: o.format()? })
             }
             other => {
-                return Err(o.error(format!("'{other}' is not a source connector (kafka, generator, file)")));
+                return Err(o.error(format!(
+                    "'{other}' is not a source connector (kafka, generator, nexmark, file)"
+                )));
             }
         };
         o.finish()?;
         Ok(parsed)
     }
+}
+
+/// A `nexmark` table's options, with its columns checked against the event kind.
+fn nexmark_config(o: &mut Options<'_>, table: &ConnectorTable) -> Result<NexmarkConfig, ConnectorError> {
+    let kind_name = o.required("event_type")?;
+    let kind = EventKind::parse(&kind_name)
+        .ok_or_else(|| o.error(format!("event_type '{kind_name}' is not one of person, auction, bid")))?;
+    // One base time for every instance: the wall clock when the job is configured.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let mut config = NexmarkConfig::new(kind, o.parsed("base_time_ms")?.unwrap_or(now));
+    config.events = o.parsed("events")?;
+    config.events_per_second = o.parsed::<f64>("events_per_second")?.filter(|r| *r > 0.0);
+    if let Some(rate) = o.parsed::<u64>("first_event_rate")? {
+        if rate == 0 {
+            return Err(o.error("first_event_rate must be at least 1"));
+        }
+        config.first_event_rate = rate;
+    }
+    if let Some(size) = o.parsed::<u64>("out_of_order_group_size")? {
+        if size == 0 {
+            return Err(o.error("out_of_order_group_size must be at least 1"));
+        }
+        config.out_of_order_group_size = size;
+    }
+    config.seed = o.parsed("seed")?.unwrap_or(0);
+    if let Some(size) = o.parsed::<usize>("batch_size")? {
+        if size == 0 {
+            return Err(o.error("batch_size must be at least 1"));
+        }
+        config.batch_size = size;
+    }
+    model::map_columns(kind, &table.schema, &table.metadata).map_err(|message| o.error(message))?;
+    Ok(config)
 }
 
 impl SinkConnector {
@@ -361,6 +404,26 @@ mod tests {
         assert!(err.to_string().contains("unknown option 'fromat'"), "{err}");
         let no_bootstrap = table(&[("connector", "kafka"), ("topic", "in")]);
         assert!(SourceConnector::from_table(&no_bootstrap, None).is_err());
+    }
+
+    #[test]
+    fn nexmark_options_are_typed_and_columns_checked() {
+        let t = table(&[("connector", "nexmark"), ("event_type", "bid"), ("events", "100"), ("seed", "3")]);
+        let err = SourceConnector::from_table(&t, None).expect_err("'v' is no bid column");
+        assert!(err.to_string().contains("column 'v' is not a bid column"), "{err}");
+        let mut bid = t.clone();
+        bid.schema = Arc::new(Schema::new(vec![Field::new("price", DataType::Int64, true)]));
+        let SourceConnector::Nexmark(c) = SourceConnector::from_table(&bid, None).expect("valid") else {
+            panic!("not nexmark")
+        };
+        assert_eq!((c.events, c.seed, c.out_of_order_group_size), (Some(100), 3, 1));
+        bid.options.insert("event_type".into(), "bids".into());
+        let err = SourceConnector::from_table(&bid, None).expect_err("unknown kind");
+        assert!(err.to_string().contains("'bids' is not one of person, auction, bid"), "{err}");
+        bid.options.insert("event_type".into(), "bid".into());
+        bid.options.insert("events_per_secnd".into(), "5".into());
+        let err = SourceConnector::from_table(&bid, None).expect_err("typo");
+        assert!(err.to_string().contains("unknown option 'events_per_secnd'"), "{err}");
     }
 
     #[test]

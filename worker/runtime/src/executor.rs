@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 use crate::dataflow::{Dataflow, Exchange, SourceSpec, TimeAttribute};
 use crate::error::{OperatorError, RuntimeError};
-use crate::metrics::{OperatorLabels, RuntimeMetrics};
+use crate::metrics::{OperatorLabels, RuntimeMetrics, StageLabels};
 use crate::operator::{Operator, OperatorContext};
 use crate::watermarks::{InputWatermarks, PartitionWatermarks};
 
@@ -134,6 +134,7 @@ pub async fn run_dataflow(
                 }
             };
             let labels = RuntimeMetrics::labels(format!("s{k}"));
+            let busy = metrics.busy_seconds.get_or_create(&StageLabels { stage: format!("s{k}") }).clone();
             let late = if dataflow.late_output.as_ref().is_some_and(|l| l.stage == k) {
                 Some(
                     late_senders
@@ -143,7 +144,7 @@ pub async fn run_dataflow(
             } else {
                 None
             };
-            let mut task = StageTask { chain, output, late, metrics: metrics.clone(), labels };
+            let mut task = StageTask { chain, output, late, metrics: metrics.clone(), labels, busy };
             if k == 0 {
                 let source =
                     sources.next().ok_or_else(|| RuntimeError::InvalidDataflow("missing source".into()))?;
@@ -313,6 +314,8 @@ struct StageTask {
     late: Option<mpsc::Sender<RecordBatch>>,
     metrics: RuntimeMetrics,
     labels: OperatorLabels,
+    /// This stage's `busy_seconds` counter.
+    busy: prometheus_client::metrics::counter::Counter<f64, std::sync::atomic::AtomicU64>,
 }
 
 /// The downstream is gone (its task failed or the job is stopping); stop quietly, the
@@ -441,7 +444,10 @@ impl StageTask {
         watermark: Option<Watermark>,
         close: bool,
     ) -> Result<(), StepError> {
-        let output = self.chain.run(input, watermark, close).map_err(StepError::Failed)?;
+        let busy_since = Instant::now();
+        let output = self.chain.run(input, watermark, close);
+        self.busy.inc_by(busy_since.elapsed().as_secs_f64());
+        let output = output.map_err(StepError::Failed)?;
         let side_output = std::mem::take(&mut self.chain.side_output);
         if let Some(late) = &self.late {
             for batch in side_output {

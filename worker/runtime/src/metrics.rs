@@ -16,6 +16,12 @@ pub struct OperatorLabels {
     pub operator: String,
 }
 
+/// Labels of per-stage metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: String,
+}
+
 /// Counters and gauges of running dataflows (cheap to clone: handles to shared atomics).
 #[derive(Clone, Debug, Default)]
 pub struct RuntimeMetrics {
@@ -25,6 +31,9 @@ pub struct RuntimeMetrics {
     pub watermark_ms: Family<OperatorLabels, Gauge>,
     pub watermark_lag_ms: Family<OperatorLabels, Gauge>,
     pub backpressured_seconds: Family<OperatorLabels, Counter<f64, AtomicU64>>,
+    /// Time a stage's tasks spent running batches and watermarks through their operators
+    /// (not waiting for input or for space downstream).
+    pub busy_seconds: Family<StageLabels, Counter<f64, AtomicU64>>,
 }
 
 impl RuntimeMetrics {
@@ -52,6 +61,11 @@ impl RuntimeMetrics {
             "backpressured_seconds",
             "Time an operator chain waited for space in a full downstream channel",
             metrics.backpressured_seconds.clone(),
+        );
+        registry.register(
+            "busy_seconds",
+            "Time a stage's tasks spent processing batches and watermarks in their operators",
+            metrics.busy_seconds.clone(),
         );
         metrics
     }
