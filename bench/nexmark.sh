@@ -44,6 +44,7 @@ default_events() {
   case "$1" in
     q2) echo 50000000 ;;                 # writes 1 bid in ~120: mostly generator
     q10|q21|q22) echo 10000000 ;;        # text functions and wide JSON rows
+    q16|q17) echo 10000000 ;;            # updating aggregates: one upsert per changed key per batch
     *) echo 20000000 ;;
   esac
 }
