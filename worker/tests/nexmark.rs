@@ -255,19 +255,26 @@ async fn q15_and_q17_updating_reports_end_at_the_figures_of_all_bids() {
         seen.len()
     };
     let count = |pick: &dyn Fn(i64) -> bool| prices.iter().filter(|p| pick(**p)).count();
-    let (rank1, rank2, rank3): (&dyn Fn(i64) -> bool, &dyn Fn(i64) -> bool, &dyn Fn(i64) -> bool) =
-        (&|p| p < 10_000, &|p| (10_000..1_000_000).contains(&p), &|p| p >= 1_000_000);
+    fn rank1(p: i64) -> bool {
+        p < 10_000
+    }
+    fn rank2(p: i64) -> bool {
+        (10_000..1_000_000).contains(&p)
+    }
+    fn rank3(p: i64) -> bool {
+        p >= 1_000_000
+    }
     // base_time_ms puts the whole sample on 2023-11-14 (the sequence spans milliseconds).
     let want = vec![format!(
         "2023-11-14|{}|{}|{}|{}|{}|{}|{}|{}",
         prices.len(),
-        count(rank1),
-        count(rank2),
-        count(rank3),
+        count(&rank1),
+        count(&rank2),
+        count(&rank3),
         distinct(&|_| true),
-        distinct(rank1),
-        distinct(rank2),
-        distinct(rank3)
+        distinct(&rank1),
+        distinct(&rank2),
+        distinct(&rank3)
     )];
     let figures = [
         "total_bids",
