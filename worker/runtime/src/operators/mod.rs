@@ -2,6 +2,7 @@
 
 mod count_window;
 mod filter;
+mod group_keys;
 mod over_frame;
 mod over_window;
 mod projection;

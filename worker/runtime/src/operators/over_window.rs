@@ -17,17 +17,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, Int8Array, UInt32Array};
+use arrow::array::{AsArray, BooleanArray, UInt32Array};
 use arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::{DataType, SchemaRef, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
-use arrow::row::{OwnedRow, RowConverter, SortField};
+use arrow::row::OwnedRow;
 use datafusion_common::ScalarValue;
 use datafusion_physical_expr::PhysicalExpr;
 use millrace_types::Watermark;
 
 use crate::error::OperatorError;
 use crate::operator::{Operator, OperatorContext, StateScope, StateTable};
+use crate::operators::group_keys::GroupKeys;
 use crate::operators::over_frame::{FunctionFrame, OverFunction};
 use crate::operators::window_aggregate::{aggregate_arguments, evaluate_time_ms};
 
@@ -57,7 +58,7 @@ pub struct OverWindowSpec {
 /// The OVER window operator; see the module docs.
 pub struct OverWindowOperator {
     spec: OverWindowSpec,
-    converter: RowConverter,
+    partition_keys: GroupKeys,
     partitions: HashMap<OwnedRow, Vec<FunctionFrame>>,
     /// Event time: rows waiting for the watermark, in arrival order.
     buffered: Vec<RecordBatch>,
@@ -67,13 +68,8 @@ pub struct OverWindowOperator {
 
 impl OverWindowOperator {
     pub fn try_new(spec: OverWindowSpec) -> Result<Self, OperatorError> {
-        let fields = if spec.partition_types.is_empty() {
-            vec![SortField::new(DataType::Int8)]
-        } else {
-            spec.partition_types.iter().cloned().map(SortField::new).collect()
-        };
         Ok(Self {
-            converter: RowConverter::new(fields)?,
+            partition_keys: GroupKeys::try_new(spec.partition_by.clone(), spec.partition_types.clone())?,
             spec,
             partitions: HashMap::new(),
             buffered: Vec::new(),
@@ -85,20 +81,7 @@ impl OverWindowOperator {
     /// functions' results appended.
     fn evaluate_in_order(&mut self, batch: &RecordBatch) -> Result<RecordBatch, OperatorError> {
         let rows = batch.num_rows();
-        let partition_columns: Vec<ArrayRef> = if self.spec.partition_by.is_empty() {
-            vec![Arc::new(Int8Array::from(vec![0i8; rows]))]
-        } else {
-            self.spec
-                .partition_by
-                .iter()
-                .zip(&self.spec.partition_types)
-                .map(|(e, t)| {
-                    let array = e.evaluate(batch)?.into_array(rows)?;
-                    Ok(if array.data_type() == t { array } else { cast(&array, t)? })
-                })
-                .collect::<Result<_, OperatorError>>()?
-        };
-        let keys = self.converter.convert_columns(&partition_columns)?;
+        let keys = self.partition_keys.rows(batch)?;
         let aggregates: Vec<_> = self.spec.functions.iter().map(|f| Arc::clone(&f.aggregate)).collect();
         let arguments = aggregate_arguments(&aggregates, batch)?;
         let times = evaluate_time_ms(&self.spec.order_by, batch)?;

@@ -15,11 +15,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int8Array, UInt32Array};
+use arrow::array::{ArrayRef, UInt32Array};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use arrow::row::{OwnedRow, Row, RowConverter, Rows, SortField};
+use arrow::row::{OwnedRow, Row};
 use datafusion_common::ScalarValue;
 use datafusion_physical_expr::PhysicalExpr;
 use datafusion_physical_expr::aggregate::AggregateFunctionExpr;
@@ -28,6 +28,7 @@ use millrace_types::changelog::{row_kind_array, with_row_kind};
 
 use crate::error::OperatorError;
 use crate::operator::{Operator, OperatorContext, StateScope, StateTable};
+use crate::operators::group_keys::GroupKeys;
 use crate::operators::window_aggregate::{aggregate_arguments, update_group};
 use crate::operators::window_output::{GroupState, WindowOutput};
 
@@ -63,8 +64,7 @@ impl UpdatingAggregateSpec {
 pub struct UpdatingAggregateOperator {
     spec: UpdatingAggregateSpec,
     schema: SchemaRef,
-    key_types: Vec<DataType>,
-    converter: RowConverter,
+    keys: GroupKeys,
     /// Key → accumulators (empty for insert-only aggregates: the key was seen).
     groups: HashMap<OwnedRow, GroupState>,
 }
@@ -76,31 +76,9 @@ impl UpdatingAggregateOperator {
         if key_types.len() != spec.keys.len() {
             return Err(OperatorError::Invalid("the output schema lacks key columns".into()));
         }
-        let fields = if key_types.is_empty() {
-            vec![SortField::new(DataType::Int8)]
-        } else {
-            key_types.iter().cloned().map(SortField::new).collect()
-        };
-        let converter = RowConverter::new(fields)?;
+        let keys = GroupKeys::try_new(spec.keys.clone(), key_types)?;
         let schema = spec.emitted_schema();
-        Ok(Self { spec, schema, key_types, converter, groups: HashMap::new() })
-    }
-
-    /// The group key of every row of `batch`, comparable and hashable (a constant for a
-    /// global aggregate).
-    fn key_rows(&self, batch: &RecordBatch) -> Result<Rows, OperatorError> {
-        let rows = batch.num_rows();
-        if self.spec.keys.is_empty() {
-            let constant: ArrayRef = Arc::new(Int8Array::from(vec![0i8; rows]));
-            return Ok(self.converter.convert_columns(&[constant])?);
-        }
-        let mut columns = Vec::with_capacity(self.spec.keys.len());
-        for (expr, field) in self.spec.keys.iter().zip(&self.key_types) {
-            let array = expr.evaluate(batch)?.into_array(rows)?;
-            // Keys are compared in their output type so that emitted keys round-trip exactly.
-            columns.push(if array.data_type() == field { array } else { cast(&array, field)? });
-        }
-        Ok(self.converter.convert_columns(&columns)?)
+        Ok(Self { spec, schema, keys, groups: HashMap::new() })
     }
 
     /// One output batch: the keys, their aggregate values, and (updating) their row kinds.
@@ -112,7 +90,7 @@ impl UpdatingAggregateOperator {
     ) -> Result<RecordBatch, OperatorError> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         if !self.spec.keys.is_empty() {
-            columns = self.converter.convert_rows(keys.iter().map(|k| k.row()))?;
+            columns = self.keys.columns(keys.iter().map(|k| k.row()))?;
         }
         let key_count = self.spec.keys.len();
         for a in 0..self.spec.aggregates.len() {
@@ -145,7 +123,7 @@ impl Operator for UpdatingAggregateOperator {
         _ctx: &OperatorContext,
         out: &mut Vec<RecordBatch>,
     ) -> Result<(), OperatorError> {
-        let rows = self.key_rows(&batch)?;
+        let rows = self.keys.rows(&batch)?;
         let arguments = aggregate_arguments(&self.spec.aggregates, &batch)?;
         // The batch's keys in order of first appearance, each with its row indices.
         let mut position: HashMap<Row<'_>, usize> = HashMap::new();

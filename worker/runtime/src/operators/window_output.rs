@@ -1,4 +1,4 @@
-//! What the window operators share: turning group keys into comparable rows, evaluating
+//! What the window operators share: group keys as comparable rows ([`GroupKeys`]), evaluating
 //! accumulators, and building output batches whose group columns carry the window start
 //! (at the window function's position; for count windows, whose window column is an integer,
 //! the window's sequence number) and whose aggregate columns may carry the window end
@@ -6,17 +6,18 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int8Array, Int64Array};
+use arrow::array::{ArrayRef, Int64Array};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
+use arrow::row::{OwnedRow, Rows};
 use datafusion_common::ScalarValue;
 use datafusion_expr::Accumulator;
 use datafusion_physical_expr::PhysicalExpr;
 use datafusion_physical_expr::aggregate::AggregateFunctionExpr;
 
 use crate::error::OperatorError;
+use crate::operators::group_keys::GroupKeys;
 
 /// One output column after the group columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,11 +42,10 @@ pub(crate) struct EmittedRow {
 
 /// Key conversion and output building for a window operator.
 pub(crate) struct WindowOutput {
-    keys: Vec<Arc<dyn PhysicalExpr>>,
+    keys: GroupKeys,
     window_position: usize,
     columns: Vec<WindowOutputColumn>,
     schema: SchemaRef,
-    converter: RowConverter,
 }
 
 pub(crate) fn timestamp_ms() -> DataType {
@@ -59,13 +59,8 @@ impl WindowOutput {
         columns: Vec<WindowOutputColumn>,
         schema: SchemaRef,
     ) -> Result<Self, OperatorError> {
-        let fields = if keys.is_empty() {
-            vec![SortField::new(DataType::Int8)]
-        } else {
-            Self::key_types(&schema, keys.len(), window_position).into_iter().map(SortField::new).collect()
-        };
-        let converter = RowConverter::new(fields)?;
-        Ok(Self { keys, window_position, columns, schema, converter })
+        let types = Self::key_types(&schema, keys.len(), window_position);
+        Ok(Self { keys: GroupKeys::try_new(keys, types)?, window_position, columns, schema })
     }
 
     fn key_types(schema: &SchemaRef, keys: usize, window_position: usize) -> Vec<DataType> {
@@ -80,24 +75,12 @@ impl WindowOutput {
     }
 
     pub fn is_keyed(&self) -> bool {
-        !self.keys.is_empty()
+        self.keys.is_keyed()
     }
 
     /// The group keys of every row of `batch`, comparable and hashable.
     pub fn key_rows(&self, batch: &RecordBatch) -> Result<Rows, OperatorError> {
-        let rows = batch.num_rows();
-        if self.keys.is_empty() {
-            let constant: ArrayRef = Arc::new(Int8Array::from(vec![0i8; rows]));
-            return Ok(self.converter.convert_columns(&[constant])?);
-        }
-        let types = Self::key_types(&self.schema, self.keys.len(), self.window_position);
-        let mut columns = Vec::with_capacity(self.keys.len());
-        for (expr, field) in self.keys.iter().zip(&types) {
-            let array = expr.evaluate(batch)?.into_array(rows)?;
-            // Keys are compared in their output type so that emitted keys round-trip exactly.
-            columns.push(if array.data_type() == field { array } else { cast(&array, field)? });
-        }
-        Ok(self.converter.convert_columns(&columns)?)
+        self.keys.rows(batch)
     }
 
     /// Fresh accumulators for a new group.
@@ -122,10 +105,10 @@ impl WindowOutput {
             }
             Ok(cast(&cast(&values, &timestamp_ms())?, target)?)
         };
-        let group_count = self.keys.len() + 1;
+        let group_count = self.keys.count() + 1;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        if !self.keys.is_empty() {
-            columns = self.converter.convert_rows(rows.iter().map(|r| r.key.row()))?;
+        if self.keys.is_keyed() {
+            columns = self.keys.columns(rows.iter().map(|r| r.key.row()))?;
         }
         let starts = rows.iter().map(|r| r.start).collect();
         columns.insert(
