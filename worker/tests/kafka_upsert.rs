@@ -5,107 +5,21 @@
 //! `KAFKA_BOOTSTRAP` is unset.
 #![cfg(feature = "platform")]
 
-use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+#[path = "support/kafka.rs"]
+mod kafka_support;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kafka_support::{DEADLINE, RunningJob, bootstrap, create_topics, produce, unique};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-const DEADLINE: Duration = Duration::from_secs(90);
 /// The HAVING limit: a key whose total passes it is deleted.
 const LIMIT: i64 = 300;
-
-fn bootstrap() -> String {
-    std::env::var("KAFKA_BOOTSTRAP").expect(
-        "KAFKA_BOOTSTRAP is not set: these platform tests need the local Kafka (make up, then source .local/env)",
-    )
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("updating-{prefix}-{}-{nanos}", std::process::id())
-}
-
-fn create_topics(topics: &[(&str, i32)]) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("admin client");
-    let new: Vec<NewTopic<'_>> =
-        topics.iter().map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1))).collect();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let results = runtime
-        .block_on(
-            admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))),
-        )
-        .expect("create_topics");
-    for result in results {
-        result.unwrap_or_else(|(topic, err)| panic!("creating topic {topic}: {err}"));
-    }
-}
-
-fn produce(topic: &str, records: &[(i32, String)]) {
-    let producer: BaseProducer =
-        ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("producer");
-    for (partition, value) in records {
-        producer
-            .send(BaseRecord::<(), [u8]>::to(topic).partition(*partition).payload(value.as_bytes()))
-            .map_err(|(e, _)| e)
-            .expect("enqueue");
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(30)).expect("all input acknowledged");
-}
-
-/// A running `millrace-worker run`, killed when dropped.
-struct RunningJob {
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl RunningJob {
-    fn start(sql: &str, parallelism: usize) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let job = dir.path().join("job.sql");
-        std::fs::write(&job, sql).expect("write job");
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let log = dir.path().join("job.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_millrace-worker"))
-            .args(["run", "-f"])
-            .arg(&job)
-            .args(["--parallelism", &parallelism.to_string()])
-            .args(["--ops-addr", &format!("127.0.0.1:{port}"), "--kafka-bootstrap", &bootstrap()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start millrace-worker");
-        Self { child, log, _dir: dir }
-    }
-
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "the job exited with {status}:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-impl Drop for RunningJob {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// One output record: its key and value (`None`: a tombstone).
 #[derive(Debug, Clone, PartialEq)]
@@ -124,7 +38,7 @@ fn read_latest(
 ) -> (BTreeMap<String, Upsert>, Vec<Upsert>) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
-        .set("group.id", unique("reader"))
+        .set("group.id", unique("updating-reader"))
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
@@ -194,7 +108,7 @@ fn matches(latest: &BTreeMap<String, Upsert>, want: &BTreeMap<String, Option<(i6
 
 #[test]
 fn updating_aggregate_with_having_upserts_and_tombstones_keys_in_upsert_kafka() {
-    let (input, output) = (unique("in"), unique("out"));
+    let (input, output) = (unique("updating-in"), unique("updating-out"));
     create_topics(&[(&input, 2), (&output, 3)]);
     let sql = format!(
         "CREATE TABLE clicks (user_id STRING, amount BIGINT)
@@ -205,7 +119,7 @@ fn updating_aggregate_with_having_upserts_and_tombstones_keys_in_upsert_kafka() 
          INSERT INTO totals
          SELECT user_id, COUNT(*) AS clicks, SUM(amount) AS total
          FROM clicks GROUP BY user_id HAVING SUM(amount) <= {LIMIT};",
-        group = unique("g")
+        group = unique("updating-g")
     );
     let mut job = RunningJob::start(&sql, 2);
     let users: Vec<String> = (0..16).map(|k| format!("user-{k}")).collect();
@@ -216,7 +130,7 @@ fn updating_aggregate_with_having_upserts_and_tombstones_keys_in_upsert_kafka() 
     for (k, user) in users.iter().enumerate() {
         for amount in amounts(3, k as u64) {
             clicks.entry(user.clone()).or_default().push(amount);
-            records.push(((k % 2) as i32, click(user, amount)));
+            records.push(((k % 2) as i32, None, click(user, amount)));
         }
     }
     produce(&input, &records);
@@ -234,7 +148,7 @@ fn updating_aggregate_with_having_upserts_and_tombstones_keys_in_upsert_kafka() 
         };
         for amount in more {
             clicks.entry(user.clone()).or_default().push(amount);
-            records.push(((k % 2) as i32, click(user, amount)));
+            records.push(((k % 2) as i32, None, click(user, amount)));
         }
     }
     produce(&input, &records);
