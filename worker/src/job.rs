@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use millrace_connectors::{
-    ConnectorError, ConnectorMetrics, ConnectorTable, ConnectorThread, MetadataField, SinkConnector,
-    SourceConnector, StopSignal, start_sink, start_source,
+    BarrierTrigger, ConnectorError, ConnectorMetrics, ConnectorTable, ConnectorThread, MetadataField,
+    SinkConnector, SourceConnector, StopSignal, start_sink, start_source,
 };
 use millrace_runtime::{DataflowIo, RunOptions, RuntimeError, RuntimeMetrics, run_dataflow};
 use millrace_sql::{JobPlan, LateTarget, MetadataKey, SqlError, TableDef, plan_job};
@@ -202,12 +202,15 @@ impl Job {
             plan = %dataflow.explain(),
             "starting job"
         );
+        let (acks, _acks_rx) = tokio::sync::mpsc::unbounded_channel();
+        let barriers = BarrierTrigger::default();
         let (sinks, sink_threads) = start_sink(
             &self.sink_table,
             self.sink,
             sink_instances,
             options.channel_capacity,
             &metrics.connectors,
+            &acks,
         )?;
         let (late, late_threads) = match self.late {
             None => (Vec::new(), Vec::new()),
@@ -217,6 +220,7 @@ impl Job {
                 dataflow.late_output_parallelism(p),
                 options.channel_capacity,
                 &metrics.connectors,
+                &acks,
             ) {
                 Ok(started) => started,
                 Err(err) => {
@@ -234,6 +238,8 @@ impl Job {
             options.channel_capacity,
             &metrics.connectors,
             stop,
+            &barriers,
+            None,
         ) {
             Ok(started) => started,
             Err(err) => {

@@ -89,7 +89,7 @@ fn write_lines<W: Write>(
     io: impl Fn(std::io::Error) -> ConnectorError,
 ) -> Result<(), ConnectorError> {
     let encoder = RecordEncoder::new(format);
-    while let Some(batch) = ctx.input.blocking_recv() {
+    while let Some(batch) = ctx.next_batch()? {
         let mut buffer = Vec::new();
         match changelog_lines(&encoder, format, &batch)? {
             Some(lines) => {

@@ -306,7 +306,7 @@ pub(crate) fn run_sink(config: KafkaSinkConfig, mut ctx: SinkContext) -> Result<
     let (producer, tracker) = producer(&config.bootstrap_servers, &properties)?;
     let encoder = RecordEncoder::new(config.format);
     let keys = KeyEncoder::new(config.key_columns.clone());
-    while let Some(batch) = ctx.input.blocking_recv() {
+    while let Some(batch) = ctx.next_batch()? {
         let (batch, kinds) = split_row_kinds(&batch).map_err(ConnectorError::arrow("reading row kinds"))?;
         if kinds.is_some() && !config.upsert {
             return Err(ConnectorError::Delivery(format!(

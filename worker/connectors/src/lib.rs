@@ -20,12 +20,12 @@ pub mod options;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use millrace_types::SourceEvent;
+use millrace_types::{CheckpointId, SinkMessage, SourceEvent, SourcePartition, SourcePositions};
 use tokio::sync::mpsc;
 
 pub use error::ConnectorError;
@@ -69,6 +69,37 @@ impl StopSignal {
     }
 }
 
+/// Asks source instances to inject a checkpoint barrier: each instance, between two
+/// batches, emits [`SourceEvent::Barrier`] with its positions for every checkpoint id
+/// requested since its last barrier (only the newest, when several are pending).
+#[derive(Debug, Clone, Default)]
+pub struct BarrierTrigger(Arc<AtomicU64>);
+
+impl BarrierTrigger {
+    pub fn request(&self, checkpoint: CheckpointId) {
+        self.0.fetch_max(checkpoint.0, Ordering::SeqCst);
+    }
+
+    /// The newest checkpoint requested (0: none yet).
+    pub fn requested(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Where a restored job's sources resume: per partition, the position its last completed
+/// checkpoint recorded (see [`SourcePositions`]), over all instances of the old run. A
+/// partition it does not name starts per the table's scan startup mode.
+pub type SourceRestore = SourcePositions;
+
+/// A sink instance's answer to a checkpoint barrier: what it pre-committed, as opaque bytes
+/// it can recover from (see [`recover_sink`]), and nothing for sinks without two-phase commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkAck {
+    pub subtask: usize,
+    pub checkpoint: CheckpointId,
+    pub state: Option<Vec<u8>>,
+}
+
 /// A running connector thread.
 pub struct ConnectorThread {
     pub name: String,
@@ -97,7 +128,9 @@ impl ConnectorThread {
     }
 }
 
-/// Starts `parallelism` instances of a source; instance `i` feeds receiver `i`.
+/// Starts `parallelism` instances of a source; instance `i` feeds receiver `i`. Instances
+/// inject barriers when `barriers` asks, and resume from `restore` when given.
+#[allow(clippy::too_many_arguments)]
 pub fn start_source(
     table: &ConnectorTable,
     connector: SourceConnector,
@@ -105,6 +138,8 @@ pub fn start_source(
     channel_capacity: usize,
     metrics: &ConnectorMetrics,
     stop: &StopSignal,
+    barriers: &BarrierTrigger,
+    restore: Option<&SourceRestore>,
 ) -> Result<(Vec<mpsc::Receiver<SourceEvent>>, Vec<ConnectorThread>), ConnectorError> {
     let mut receivers = Vec::with_capacity(parallelism);
     let mut threads = Vec::with_capacity(parallelism);
@@ -119,6 +154,9 @@ pub fn start_source(
             out: tx,
             metrics: metrics.clone(),
             stop: stop.clone(),
+            barriers: barriers.clone(),
+            last_barrier: std::cell::Cell::new(barriers.requested()),
+            restore: restore.cloned(),
         };
         let thread = match connector.clone() {
             SourceConnector::Kafka(config) => {
@@ -142,21 +180,29 @@ pub fn start_source(
     Ok((receivers, threads))
 }
 
-/// Starts `instances` sink instances; sender `i` feeds instance `i`.
+/// Starts `instances` sink instances; sender `i` feeds instance `i`, and every instance
+/// answers barriers on `acks`.
 pub fn start_sink(
     table: &ConnectorTable,
     connector: SinkConnector,
     instances: usize,
     channel_capacity: usize,
     metrics: &ConnectorMetrics,
-) -> Result<(Vec<mpsc::Sender<RecordBatch>>, Vec<ConnectorThread>), ConnectorError> {
+    acks: &mpsc::UnboundedSender<SinkAck>,
+) -> Result<(Vec<mpsc::Sender<SinkMessage>>, Vec<ConnectorThread>), ConnectorError> {
     let mut senders = Vec::with_capacity(instances);
     let mut threads = Vec::with_capacity(instances);
     for subtask in 0..instances {
         let (tx, rx) = mpsc::channel(channel_capacity);
         senders.push(tx);
         let name = format!("sink-{}-{subtask}", table.name);
-        let ctx = SinkContext { table: table.clone(), subtask, input: rx, metrics: metrics.clone() };
+        let ctx = SinkContext {
+            table: table.clone(),
+            subtask,
+            input: rx,
+            metrics: metrics.clone(),
+            acks: acks.clone(),
+        };
         let thread = match connector.clone() {
             SinkConnector::Kafka(config) => {
                 ConnectorThread::spawn(name, move || kafka::run_sink(config, ctx))?
@@ -182,9 +228,35 @@ pub(crate) struct SourceContext {
     pub out: mpsc::Sender<SourceEvent>,
     pub metrics: ConnectorMetrics,
     pub stop: StopSignal,
+    pub barriers: BarrierTrigger,
+    /// The newest checkpoint this instance has emitted a barrier for.
+    pub last_barrier: std::cell::Cell<u64>,
+    /// Where to resume (a restored job), over all partitions of the old run.
+    pub restore: Option<SourceRestore>,
 }
 
 impl SourceContext {
+    /// Emits a barrier with `positions` if a checkpoint was requested since the last one;
+    /// call between batches. `false` once the runtime has gone away.
+    pub fn barrier_if_due(&self, positions: impl FnOnce() -> SourcePositions) -> bool {
+        let requested = self.barriers.requested();
+        if requested <= self.last_barrier.get() {
+            return true;
+        }
+        self.last_barrier.set(requested);
+        self.out
+            .blocking_send(SourceEvent::Barrier {
+                checkpoint: CheckpointId(requested),
+                positions: positions(),
+            })
+            .is_ok()
+    }
+
+    /// The restored position of `partition`, if the job was restored and recorded one.
+    pub fn restored_position(&self, partition: SourcePartition) -> Option<i64> {
+        self.restore.as_ref().and_then(|r| r.get(&partition).copied())
+    }
+
     /// Sends an event; `false` once the runtime has gone away (stop quietly).
     pub fn emit(&self, event: SourceEvent) -> bool {
         if let SourceEvent::Batch { batch, .. } = &event {
@@ -212,11 +284,37 @@ impl SourceContext {
 pub(crate) struct SinkContext {
     pub table: ConnectorTable,
     pub subtask: usize,
-    pub input: mpsc::Receiver<RecordBatch>,
+    pub input: mpsc::Receiver<SinkMessage>,
     pub metrics: ConnectorMetrics,
+    pub acks: mpsc::UnboundedSender<SinkAck>,
 }
 
 impl SinkContext {
+    /// Acknowledges checkpoint `checkpoint` with what this instance pre-committed.
+    pub fn acknowledge(
+        &self,
+        checkpoint: CheckpointId,
+        state: Option<Vec<u8>>,
+    ) -> Result<(), ConnectorError> {
+        self.acks.send(SinkAck { subtask: self.subtask, checkpoint, state }).map_err(|_| {
+            ConnectorError::Delivery("the job stopped taking checkpoint acknowledgements".into())
+        })
+    }
+
+    /// The next batch to write, answering barriers and commits on the way (for sinks
+    /// without two-phase commit: everything they got is written when they take the next
+    /// message, so a barrier needs no pre-commit). `None` at end of input.
+    pub fn next_batch(&mut self) -> Result<Option<RecordBatch>, ConnectorError> {
+        loop {
+            match self.input.blocking_recv() {
+                None => return Ok(None),
+                Some(SinkMessage::Batch(batch)) => return Ok(Some(batch)),
+                Some(SinkMessage::Barrier(checkpoint)) => self.acknowledge(checkpoint, None)?,
+                Some(SinkMessage::Commit(_)) => {}
+            }
+        }
+    }
+
     pub fn written(&self, rows: usize, bytes: usize) {
         let labels = self.metrics.labels(&self.table.name);
         self.metrics.records_out.get_or_create(&labels).inc_by(rows as u64);

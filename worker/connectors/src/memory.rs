@@ -48,11 +48,29 @@ pub(crate) fn run_source(config: MemorySourceConfig, ctx: SourceContext) -> Resu
     if !ctx.emit(SourceEvent::Assigned(partitions.iter().map(|p| SourcePartition(*p)).collect())) {
         return Ok(());
     }
-    let mut offsets = std::collections::HashMap::<i32, i64>::new();
-    let records: Vec<&MemoryRecord> = config.records.iter().filter(|r| mine(r.partition)).collect();
+    // Offsets count a partition's records from 0; a restored job skips those before its
+    // checkpoint's position.
+    let mut offsets = std::collections::BTreeMap::<i32, i64>::new();
+    let records: Vec<&MemoryRecord> = config
+        .records
+        .iter()
+        .filter(|r| mine(r.partition))
+        .filter(|r| {
+            let offset = offsets.entry(r.partition).or_insert(0);
+            *offset += 1;
+            ctx.restored_position(SourcePartition(r.partition)).is_none_or(|resume| *offset - 1 >= resume)
+        })
+        .collect();
+    for (partition, offset) in offsets.iter_mut() {
+        *offset = ctx.restored_position(SourcePartition(*partition)).unwrap_or(0);
+    }
     let mut start = 0;
     while start < records.len() {
         if ctx.stop.is_stopped() {
+            return Ok(());
+        }
+        let positions = || offsets.iter().map(|(p, o)| (SourcePartition(*p), *o)).collect();
+        if !ctx.barrier_if_due(positions) {
             return Ok(());
         }
         let partition = records[start].partition;
@@ -98,7 +116,7 @@ impl MemorySink {
 }
 
 pub(crate) fn run_sink(sink: MemorySink, mut ctx: SinkContext) -> Result<(), ConnectorError> {
-    while let Some(batch) = ctx.input.blocking_recv() {
+    while let Some(batch) = ctx.next_batch()? {
         ctx.written(batch.num_rows(), batch.get_array_memory_size());
         if let Ok(mut batches) = sink.0.lock() {
             batches.push(batch);

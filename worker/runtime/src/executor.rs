@@ -13,8 +13,9 @@ use arrow::array::{ArrayRef, AsArray, TimestampMillisecondArray, UInt32Array};
 use arrow::compute::{cast, take_record_batch};
 use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
-use datafusion_common::hash_utils::{RandomState, create_hashes};
-use millrace_types::{KeyGroup, SourceEvent, StreamMessage, SubtaskIndex, Watermark, subtask_for_key_group};
+use millrace_types::{
+    KeyGroup, SinkMessage, SourceEvent, StreamMessage, SubtaskIndex, Watermark, subtask_for_key_group,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -22,6 +23,7 @@ use crate::dataflow::{Dataflow, Exchange, SourceSpec, TimeAttribute};
 use crate::error::{OperatorError, RuntimeError};
 use crate::metrics::{OperatorLabels, RuntimeMetrics, StageLabels};
 use crate::operator::{Operator, OperatorContext};
+use crate::state::{KeyGroupRange, key_groups_of};
 use crate::watermarks::{InputWatermarks, PartitionWatermarks};
 
 /// How a dataflow runs.
@@ -53,8 +55,8 @@ impl Default for RunOptions {
 /// [`Dataflow::late_output_parallelism`]; empty without one).
 pub struct DataflowIo {
     pub sources: Vec<mpsc::Receiver<SourceEvent>>,
-    pub sinks: Vec<mpsc::Sender<RecordBatch>>,
-    pub late: Vec<mpsc::Sender<RecordBatch>>,
+    pub sinks: Vec<mpsc::Sender<SinkMessage>>,
+    pub late: Vec<mpsc::Sender<SinkMessage>>,
 }
 
 type Envelope = (usize, StreamMessage);
@@ -114,7 +116,7 @@ pub async fn run_dataflow(
     for (k, stage) in dataflow.stages.iter().enumerate() {
         let parallelism = dataflow.stage_parallelism(k, p);
         for j in 0..parallelism {
-            let chain = Chain::new(dataflow, k, j, parallelism, metrics)?;
+            let chain = Chain::new(dataflow, k, j, parallelism, options.max_parallelism, metrics)?;
             let output = if k + 1 == dataflow.stages.len() {
                 let sink =
                     sinks.next().ok_or_else(|| RuntimeError::InvalidDataflow("missing sink".into()))?;
@@ -220,6 +222,7 @@ impl Chain {
         stage: usize,
         subtask: usize,
         parallelism: usize,
+        max_parallelism: u32,
         metrics: &RuntimeMetrics,
     ) -> Result<Self, RuntimeError> {
         let mut instantiated = Vec::new();
@@ -237,6 +240,8 @@ impl Chain {
             let ctx = OperatorContext {
                 subtask: SubtaskIndex(subtask),
                 parallelism,
+                max_parallelism,
+                key_groups: KeyGroupRange::of_subtask(subtask, parallelism, max_parallelism),
                 watermark: Watermark::MIN,
                 late_records: metrics.late_records.get_or_create(&labels).clone(),
             };
@@ -302,7 +307,7 @@ impl Chain {
 
 /// Where a stage subtask's output goes.
 enum Output {
-    Sink(mpsc::Sender<RecordBatch>),
+    Sink(mpsc::Sender<SinkMessage>),
     Exchange { exchange: Exchange, me: usize, targets: Vec<mpsc::Sender<Envelope>>, max_parallelism: u32 },
 }
 
@@ -311,7 +316,7 @@ struct StageTask {
     chain: Chain,
     output: Output,
     /// The late side output, on the window stage of a job that has one.
-    late: Option<mpsc::Sender<RecordBatch>>,
+    late: Option<mpsc::Sender<SinkMessage>>,
     metrics: RuntimeMetrics,
     labels: OperatorLabels,
     /// This stage's `busy_seconds` counter.
@@ -390,6 +395,7 @@ impl StageTask {
                     };
                     self.step(vec![batch], watermark, false).await
                 }
+                Some(SourceEvent::Barrier { .. }) => Ok(()),
                 Some(SourceEvent::End) | None => {
                     if self.step(Vec::new(), Some(Watermark::MAX), true).await.is_ok() {
                         self.end().await;
@@ -418,6 +424,7 @@ impl StageTask {
                     Some(merged) => self.step(Vec::new(), Some(merged), false).await,
                     None => Ok(()),
                 },
+                StreamMessage::Barrier(_) => Ok(()),
                 StreamMessage::EndOfStream => {
                     if watermarks.end(sender) {
                         if self.step(Vec::new(), None, true).await.is_ok() {
@@ -451,7 +458,7 @@ impl StageTask {
         let side_output = std::mem::take(&mut self.chain.side_output);
         if let Some(late) = &self.late {
             for batch in side_output {
-                late.send(batch).await.map_err(|_| StepError::Disconnected)?;
+                late.send(SinkMessage::Batch(batch)).await.map_err(|_| StepError::Disconnected)?;
             }
         }
         if let Some(w) = watermark
@@ -475,7 +482,7 @@ impl StageTask {
         match &self.output {
             Output::Sink(sink) => {
                 for batch in batches {
-                    sink.send(batch).await.map_err(|_| StepError::Disconnected)?;
+                    sink.send(SinkMessage::Batch(batch)).await.map_err(|_| StepError::Disconnected)?;
                 }
             }
             Output::Exchange { exchange, me, targets, max_parallelism } => {
@@ -550,13 +557,11 @@ async fn route(
         .map(|k| k.evaluate(&batch).and_then(|v| v.into_array(rows)))
         .collect::<Result<Vec<ArrayRef>, _>>()
         .map_err(|e| exchange_error(e.into()))?;
-    let mut hashes = vec![0u64; rows];
-    create_hashes(&columns, &RandomState::with_seed(0), &mut hashes).map_err(|e| exchange_error(e.into()))?;
+    let key_groups = key_groups_of(&columns, rows, max_parallelism).map_err(exchange_error)?;
     let mut per_target: Vec<Vec<u32>> = vec![Vec::new(); targets.len()];
-    for (row, hash) in hashes.iter().enumerate() {
-        let subtask =
-            subtask_for_key_group(KeyGroup::of_hash(*hash, max_parallelism), targets.len(), max_parallelism)
-                .map_err(|e| exchange_error(OperatorError::Invalid(e.to_string())))?;
+    for (row, key_group) in key_groups.iter().enumerate() {
+        let subtask = subtask_for_key_group(KeyGroup(*key_group), targets.len(), max_parallelism)
+            .map_err(|e| exchange_error(OperatorError::Invalid(e.to_string())))?;
         per_target[subtask.0].push(row as u32);
     }
     for (target, indices) in targets.iter().zip(per_target) {

@@ -12,6 +12,7 @@ pub mod executor;
 pub mod metrics;
 mod operator;
 pub mod operators;
+pub mod state;
 pub mod watermarks;
 
 pub use dataflow::{
@@ -21,3 +22,4 @@ pub use error::{OperatorError, RuntimeError};
 pub use executor::{DataflowIo, RunOptions, run_dataflow};
 pub use metrics::RuntimeMetrics;
 pub use operator::{Operator, OperatorContext, StateScope, StateTable};
+pub use state::{KeyGroupRange, TableSnapshot};

@@ -4,16 +4,21 @@
 //! executor owns channels, tasks and the async runtime.
 
 use arrow::record_batch::RecordBatch;
-use millrace_types::{CheckpointId, SubtaskIndex, Watermark};
+use millrace_types::{SubtaskIndex, Watermark};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::error::OperatorError;
+use crate::state::{KeyGroupRange, TableSnapshot};
 
 /// What an operator knows about where it runs.
 #[derive(Debug, Clone)]
 pub struct OperatorContext {
     pub subtask: SubtaskIndex,
     pub parallelism: usize,
+    /// The job's key groups (Flink's maxParallelism).
+    pub max_parallelism: u32,
+    /// The key groups this subtask owns (all of them for a global operator).
+    pub key_groups: KeyGroupRange,
     /// The last watermark this operator has seen (rows at or below it are late).
     pub watermark: Watermark,
     /// Rows that arrived after their window's allowed lateness (dropped or side-output).
@@ -76,13 +81,23 @@ pub trait Operator: Send {
         Vec::new()
     }
 
-    /// Called on checkpoint barrier alignment; snapshot the declared state tables here.
-    fn handle_checkpoint(&mut self, _checkpoint: CheckpointId) -> Result<(), OperatorError> {
-        Ok(())
+    /// Called when checkpoint barriers have aligned: every row before the barrier has been
+    /// processed, none after it. Returns the rows of every declared state table (one
+    /// [`TableSnapshot`] per table, named as in [`Operator::state_tables`]); keyed tables
+    /// start with the key-group column (see [`crate::state`]). Must not change the state.
+    fn snapshot_state(&mut self, _ctx: &OperatorContext) -> Result<Vec<TableSnapshot>, OperatorError> {
+        Ok(Vec::new())
     }
 
-    /// Called when a checkpoint is complete everywhere (two-phase-commit sinks commit here).
-    fn handle_commit(&mut self, _checkpoint: CheckpointId) -> Result<(), OperatorError> {
+    /// Called before the first message of a restored job, with the rows of its tables as
+    /// [`Operator::snapshot_state`] wrote them, possibly by other subtasks at another
+    /// parallelism: keyed tables hold exactly the key groups in `ctx.key_groups`, instance
+    /// tables this subtask's rows. A table may be missing (no state was written).
+    fn restore_state(
+        &mut self,
+        _tables: Vec<TableSnapshot>,
+        _ctx: &OperatorContext,
+    ) -> Result<(), OperatorError> {
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use millrace_runtime::{
     Dataflow, DataflowIo, Exchange, RunOptions, RuntimeMetrics, SourceSpec, Stage, TimeAttribute,
     run_dataflow,
 };
-use millrace_types::{SourceEvent, SourcePartition};
+use millrace_types::{SinkMessage, SourceEvent, SourcePartition};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -78,7 +78,8 @@ async fn keyed_exchange_sends_each_key_to_one_subtask_and_keeps_every_row() {
         .map(|mut rx| {
             tokio::spawn(async move {
                 let mut rows = Vec::new();
-                while let Some(b) = rx.recv().await {
+                while let Some(message) = rx.recv().await {
+                    let SinkMessage::Batch(b) = message else { continue };
                     let k = b.column(0).as_primitive::<Int64Type>();
                     let v = b.column(1).as_primitive::<Int64Type>();
                     rows.extend((0..b.num_rows()).map(|i| (k.value(i), v.value(i))));
@@ -177,7 +178,8 @@ async fn a_sink_that_stops_reading_backpressures_the_source() {
     // Drain the rest concurrently; every accepted batch arrives.
     let drain = tokio::spawn(async move {
         let mut rows = 0;
-        while let Some(b) = sink_rx.recv().await {
+        while let Some(message) = sink_rx.recv().await {
+            let SinkMessage::Batch(b) = message else { continue };
             rows += b.num_rows();
         }
         rows

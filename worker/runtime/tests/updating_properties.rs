@@ -61,6 +61,8 @@ proptest! {
         let ctx = OperatorContext {
             subtask: SubtaskIndex(0),
             parallelism: 1,
+            max_parallelism: millrace_types::DEFAULT_MAX_PARALLELISM,
+            key_groups: millrace_runtime::KeyGroupRange { first: 0, last: millrace_types::DEFAULT_MAX_PARALLELISM - 1 },
             watermark: Watermark::MIN,
             late_records: Default::default(),
         };

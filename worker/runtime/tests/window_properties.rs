@@ -140,6 +140,11 @@ fn run_operator(
     let mut ctx = OperatorContext {
         subtask: SubtaskIndex(0),
         parallelism: 1,
+        max_parallelism: millrace_types::DEFAULT_MAX_PARALLELISM,
+        key_groups: millrace_runtime::KeyGroupRange {
+            first: 0,
+            last: millrace_types::DEFAULT_MAX_PARALLELISM - 1,
+        },
         watermark: Watermark::MIN,
         late_records: Default::default(),
     };

@@ -22,9 +22,16 @@ pub struct SubtaskIndex(pub usize);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SourcePartition(pub i32);
 
-/// A checkpoint's sequence number (barriers arrive with the fault-tolerance work).
+/// A checkpoint's sequence number: checkpoints are numbered 1, 2, … per job, and a restored
+/// job goes on from the number after the checkpoint it restored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CheckpointId(pub u64);
+
+impl std::fmt::Display for CheckpointId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 
 /// Identifies a node of a job's dataflow graph (stable within one plan).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -51,6 +58,9 @@ pub enum StreamMessage {
     Batch(RecordBatch),
     /// No row with event time at or below this watermark will follow on this channel.
     Watermark(Watermark),
+    /// Checkpoint barrier: every row before it belongs to the checkpoint, every row after it
+    /// to the next. A task with several inputs snapshots once it has the barrier from all.
+    Barrier(CheckpointId),
     /// The sender has finished (bounded sources); no message follows.
     EndOfStream,
 }
@@ -63,6 +73,26 @@ pub enum SourceEvent {
     Assigned(Vec<SourcePartition>),
     /// Decoded rows read from one partition, in partition order.
     Batch { partition: SourcePartition, batch: RecordBatch },
+    /// The source's answer to a checkpoint request: every batch before it is covered by
+    /// the checkpoint, and `positions` is where reading resumes after a restore from it.
+    Barrier { checkpoint: CheckpointId, positions: SourcePositions },
     /// A bounded source has no more rows.
     End,
+}
+
+/// Where a source instance stands: per partition it reads, the position of the next record
+/// (a Kafka offset; for generators and files, the number of records already emitted).
+pub type SourcePositions = std::collections::BTreeMap<SourcePartition, i64>;
+
+/// What reaches a sink instance: rows, and the checkpoint protocol of two-phase commit.
+#[derive(Debug, Clone)]
+pub enum SinkMessage {
+    /// Rows to write (an upsert stream carries the row-kind column last).
+    Batch(RecordBatch),
+    /// Every row of checkpoint `0` has arrived: make it durable (pre-commit), then
+    /// acknowledge with the sink's state.
+    Barrier(CheckpointId),
+    /// Checkpoint `0` is complete everywhere: make what it covers visible (commit). Commits
+    /// every pre-committed checkpoint up to and including it.
+    Commit(CheckpointId),
 }

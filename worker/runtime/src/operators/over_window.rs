@@ -288,6 +288,11 @@ mod tests {
         OperatorContext {
             subtask: SubtaskIndex(0),
             parallelism: 1,
+            max_parallelism: millrace_types::DEFAULT_MAX_PARALLELISM,
+            key_groups: crate::state::KeyGroupRange {
+                first: 0,
+                last: millrace_types::DEFAULT_MAX_PARALLELISM - 1,
+            },
             watermark: Watermark(watermark),
             late_records: Counter::default(),
         }

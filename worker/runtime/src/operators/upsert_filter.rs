@@ -174,6 +174,11 @@ mod tests {
         let ctx = OperatorContext {
             subtask: SubtaskIndex(0),
             parallelism: 1,
+            max_parallelism: millrace_types::DEFAULT_MAX_PARALLELISM,
+            key_groups: crate::state::KeyGroupRange {
+                first: 0,
+                last: millrace_types::DEFAULT_MAX_PARALLELISM - 1,
+            },
             watermark: Watermark::MIN,
             late_records: Default::default(),
         };
