@@ -3,13 +3,25 @@
 //! fail the job if any part fails. Invalid SQL or options fail here, before anything runs.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use millrace_checkpoint::CheckpointStorage;
 
 use millrace_connectors::{
     BarrierTrigger, ConnectorError, ConnectorMetrics, ConnectorTable, ConnectorThread, MetadataField,
     SinkConnector, SourceConnector, StopSignal, start_sink, start_source,
 };
-use millrace_runtime::{DataflowIo, RunOptions, RuntimeError, RuntimeMetrics, run_dataflow};
+use millrace_runtime::{
+    CheckpointIo, DataflowIo, RunOptions, RuntimeError, RuntimeMetrics, operator_ids, run_dataflow,
+};
+use millrace_types::CheckpointId;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::coordinator::{
+    CheckpointMetrics, CheckpointSettings, Control, Coordinator, JobShape, SinkSide, sink_operator_id,
+};
+use crate::restore::{PlanState, Restored, restore};
 use millrace_sql::{JobPlan, LateTarget, MetadataKey, SqlError, TableDef, plan_job};
 use prometheus_client::registry::Registry;
 
@@ -28,6 +40,10 @@ pub enum JobError {
     Io(String),
     #[error("invalid job options: {0}")]
     Options(String),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    #[error("{0}")]
+    Restore(String),
 }
 
 /// How `run` executes a job.
@@ -41,6 +57,12 @@ pub struct JobOptions {
     pub channel_capacity: usize,
     /// Used for Kafka tables that do not name `bootstrap_servers`.
     pub kafka_bootstrap: Option<String>,
+    /// Take checkpoints (and restore from the latest one at start).
+    pub checkpointing: Option<CheckpointSettings>,
+    /// Start from this savepoint (a folder URL) instead of the latest checkpoint.
+    pub restore_from: Option<String>,
+    /// Start even if some of the snapshot's state maps to no operator of the plan.
+    pub allow_non_restored_state: bool,
 }
 
 impl Default for JobOptions {
@@ -51,6 +73,9 @@ impl Default for JobOptions {
             max_parallelism: millrace_types::DEFAULT_MAX_PARALLELISM,
             channel_capacity: 16,
             kafka_bootstrap: None,
+            checkpointing: None,
+            restore_from: None,
+            allow_non_restored_state: false,
         }
     }
 }
@@ -69,11 +94,16 @@ pub struct JobOverrides {
 pub struct JobMetrics {
     pub runtime: RuntimeMetrics,
     pub connectors: ConnectorMetrics,
+    pub checkpoints: CheckpointMetrics,
 }
 
 impl JobMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        Self { runtime: RuntimeMetrics::register(registry), connectors: ConnectorMetrics::register(registry) }
+        Self {
+            runtime: RuntimeMetrics::register(registry),
+            connectors: ConnectorMetrics::register(registry),
+            checkpoints: CheckpointMetrics::register(registry),
+        }
     }
 }
 
@@ -182,8 +212,13 @@ impl Job {
         Ok(Self { plan, source_table, sink_table, source, sink, late })
     }
 
-    /// Runs the job until its sources end (bounded input) or `stop` is signalled, then
-    /// drains: open windows fire, sinks flush.
+    /// Runs the job until its sources end (bounded input) or `stop` is signalled.
+    ///
+    /// Without checkpoints a stop drains: open windows fire, sinks flush. With checkpoints
+    /// (`options.checkpointing`) the job first restores from its latest checkpoint (or
+    /// `options.restore_from`), and a stop takes a checkpoint, commits it and ends there
+    /// without draining, so that the next run resumes exactly at it; a bounded input that
+    /// ends takes a final checkpoint, marked finished, and commits everything.
     pub async fn run(
         self,
         options: &JobOptions,
@@ -202,7 +237,44 @@ impl Job {
             plan = %dataflow.explain(),
             "starting job"
         );
-        let (acks, _acks_rx) = tokio::sync::mpsc::unbounded_channel();
+        let operator_ids = operator_ids(dataflow).map_err(|e| JobError::Options(e.to_string()))?;
+        let checkpointing = match &options.checkpointing {
+            None => None,
+            Some(settings) => Some((
+                settings.clone(),
+                CheckpointStorage::open(&settings.storage_url)
+                    .map_err(|e| JobError::Checkpoint(e.to_string()))?,
+            )),
+        };
+        let late_name = self.late.as_ref().map(|(table, _)| table.name.clone());
+        let restored = match &checkpointing {
+            None => None,
+            Some((_, storage)) => {
+                let plan = PlanState {
+                    operator_ids: &operator_ids,
+                    max_parallelism: options.max_parallelism,
+                    sink_table: &self.sink_table.name,
+                    late_table: late_name.as_deref(),
+                    allow_non_restored_state: options.allow_non_restored_state,
+                };
+                self.load_snapshot(storage, options, &plan).await?
+            }
+        };
+        if let Some(restored) = &restored {
+            if restored.finished {
+                tracing::info!(checkpoint = restored.checkpoint_id, location = %restored.location, "the job finished in an earlier run; nothing to do");
+                return Ok(());
+            }
+            tracing::info!(checkpoint = restored.checkpoint_id, location = %restored.location, "restoring");
+            let id = CheckpointId(restored.checkpoint_id);
+            recover_sink(&self.sink, &restored.sink_states, id)?;
+            if let Some((_, late)) = &self.late {
+                recover_sink(late, &restored.late_sink_states, id)?;
+            }
+        }
+
+        let (acks, sink_acks) = mpsc::unbounded_channel();
+        let (late_acks, late_sink_acks) = mpsc::unbounded_channel();
         let barriers = BarrierTrigger::default();
         let (sinks, sink_threads) = start_sink(
             &self.sink_table,
@@ -220,7 +292,7 @@ impl Job {
                 dataflow.late_output_parallelism(p),
                 options.channel_capacity,
                 &metrics.connectors,
-                &acks,
+                &late_acks,
             ) {
                 Ok(started) => started,
                 Err(err) => {
@@ -231,15 +303,17 @@ impl Job {
             },
         };
         let sink_threads: Vec<ConnectorThread> = sink_threads.into_iter().chain(late_threads).collect();
+        // With checkpoints a stop ends the job at a checkpoint, not by draining the sources.
+        let source_stop = if checkpointing.is_some() { StopSignal::default() } else { stop.clone() };
         let (sources, source_threads) = match start_source(
             &self.source_table,
             self.source,
             p,
             options.channel_capacity,
             &metrics.connectors,
-            stop,
+            &source_stop,
             &barriers,
-            None,
+            restored.as_ref().map(|r| &r.sources),
         ) {
             Ok(started) => started,
             Err(err) => {
@@ -255,19 +329,146 @@ impl Job {
             channel_capacity: options.channel_capacity,
             ..RunOptions::default()
         };
-        let io = DataflowIo { sources, sinks, late };
-        let mut threads: Vec<ConnectorThread> = source_threads.into_iter().chain(sink_threads).collect();
-        let outcome = tokio::select! {
-            result = run_dataflow(dataflow, io, &run_options, &metrics.runtime) => result.map_err(JobError::from),
-            failed = first_failure(&mut threads) => Err(failed),
+        let mut coordinator = None;
+        let checkpoint_io = match checkpointing {
+            None => None,
+            Some((settings, storage)) => {
+                let (events, task_events) = mpsc::unbounded_channel();
+                let last_stage = dataflow.stages.len() - 1;
+                let mut sides = vec![SinkSide {
+                    operator_id: sink_operator_id(&self.sink_table.name),
+                    senders: sinks.clone(),
+                    acks: sink_acks,
+                    upstream_stage: last_stage,
+                }];
+                if let (Some(name), Some(late_output)) = (&late_name, &dataflow.late_output) {
+                    sides.push(SinkSide {
+                        operator_id: sink_operator_id(name),
+                        senders: late.clone(),
+                        acks: late_sink_acks,
+                        upstream_stage: late_output.stage,
+                    });
+                }
+                let shape = JobShape {
+                    job: self.plan.sink.name.clone(),
+                    parallelism: p,
+                    max_parallelism: options.max_parallelism,
+                    stage_parallelism: (0..dataflow.stages.len())
+                        .map(|k| dataflow.stage_parallelism(k, p))
+                        .collect(),
+                    source_table: self.source_table.name.clone(),
+                    source_topic: self.source_table.options.get("topic").cloned().unwrap_or_default(),
+                };
+                let (control, requests) = mpsc::channel(4);
+                let task = Coordinator::new(
+                    storage,
+                    settings,
+                    shape,
+                    barriers.clone(),
+                    task_events,
+                    sides,
+                    metrics.checkpoints.clone(),
+                    restored.as_ref().map(|r| r.checkpoint_id),
+                );
+                coordinator = Some((control, tokio::spawn(task.run(requests))));
+                Some(CheckpointIo { events, restore: restored.as_ref().map(|r| Arc::clone(&r.state)) })
+            }
         };
-        if outcome.is_err() {
-            stop.stop();
+        let io = DataflowIo { sources, sinks, late, checkpoints: checkpoint_io };
+        let mut threads: Vec<ConnectorThread> = source_threads.into_iter().chain(sink_threads).collect();
+        let control = coordinator.as_ref().map(|(control, _)| control.clone());
+        let outcome = tokio::select! {
+            result = run_dataflow(dataflow, io, &run_options, &metrics.runtime) => match (result, &control) {
+                (Ok(()), Some(control)) => ask(control, Control::Finish).await.map(|id| {
+                    tracing::info!(checkpoint = id, "input ended: final checkpoint committed");
+                }),
+                (result, _) => result.map_err(JobError::from),
+            },
+            failed = first_failure(&mut threads) => Err(failed),
+            stopped = stopped_with_checkpoint(stop, control.as_ref()) => stopped,
+        };
+        // Sources stop (a failure, or a stop at a checkpoint); the dataflow is gone.
+        source_stop.stop();
+        stop.stop();
+        drop(control);
+        if let Some((control, task)) = coordinator {
+            // The coordinator ends once no one can ask it anything; then the sinks' last
+            // senders are gone.
+            drop(control);
+            if let Err(err) = task.await {
+                tracing::warn!(%err, "the checkpoint coordinator panicked");
+            }
         }
-        // The dataflow has ended (or failed): connector threads finish as their channels close.
+        // Connector threads finish as their channels close.
         let joined = join_all(threads).await;
         outcome.and(joined)
     }
+
+    async fn load_snapshot(
+        &self,
+        storage: &CheckpointStorage,
+        options: &JobOptions,
+        plan: &PlanState<'_>,
+    ) -> Result<Option<Restored>, JobError> {
+        let fail = |e: millrace_checkpoint::CheckpointError| JobError::Restore(e.to_string());
+        let (storage, metadata) = match &options.restore_from {
+            Some(url) => {
+                let from = CheckpointStorage::open(url).map_err(fail)?;
+                let metadata = from.load_savepoint().await.map_err(fail)?;
+                (from, metadata)
+            }
+            None => match storage.latest_checkpoint().await.map_err(fail)? {
+                Some(metadata) => (storage.clone(), metadata),
+                None => return Ok(None),
+            },
+        };
+        restore(&storage, metadata, plan).await.map(Some)
+    }
+}
+
+/// Settles what a crash left of a sink's two-phase commit before it starts again.
+fn recover_sink(
+    connector: &SinkConnector,
+    states: &[Vec<u8>],
+    restored: CheckpointId,
+) -> Result<(), JobError> {
+    if states.is_empty() {
+        return Ok(());
+    }
+    Err(JobError::Restore(format!(
+        "checkpoint {restored} holds pre-committed transactions of sink {connector:?}, and recovering them is not built yet"
+    )))
+}
+
+/// Asks the coordinator and waits for its answer.
+async fn ask(
+    control: &mpsc::Sender<Control>,
+    request: fn(oneshot::Sender<Result<u64, String>>) -> Control,
+) -> Result<u64, JobError> {
+    let (reply, answer) = oneshot::channel();
+    control
+        .send(request(reply))
+        .await
+        .map_err(|_| JobError::Checkpoint("the coordinator has stopped".into()))?;
+    answer
+        .await
+        .map_err(|_| JobError::Checkpoint("the coordinator has stopped".into()))?
+        .map_err(JobError::Checkpoint)
+}
+
+/// With checkpoints: resolves once `stop` is signalled and a checkpoint taken after it is
+/// complete and committed. Without: never (the sources see `stop` and drain).
+async fn stopped_with_checkpoint(
+    stop: &StopSignal,
+    control: Option<&mpsc::Sender<Control>>,
+) -> Result<(), JobError> {
+    let Some(control) = control else { return std::future::pending().await };
+    while !stop.is_stopped() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = ask(control, Control::CheckpointNow).await?;
+    tracing::info!(checkpoint = id, "stopped at a committed checkpoint");
+    Ok(())
 }
 
 /// Resolves with the error of the first connector thread that fails while the job runs.

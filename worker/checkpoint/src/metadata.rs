@@ -106,6 +106,10 @@ pub struct SnapshotMetadata {
     pub parallelism: u32,
     pub operators: Vec<OperatorState>,
     pub sources: Vec<SourcePosition>,
+    /// Set on the final checkpoint of a job whose input ended: its output is complete and
+    /// committed, and there is nothing to resume (absent in older documents: false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub finished: bool,
 }
 
 impl SnapshotMetadata {
@@ -128,6 +132,7 @@ impl SnapshotMetadata {
             parallelism,
             operators: Vec::new(),
             sources: Vec::new(),
+            finished: false,
         }
     }
 

@@ -1,11 +1,18 @@
 //! In-memory source and sink: records given up front, batches collected. They run the same
 //! decoding, partitioning and dead-letter accounting as Kafka, which is what makes them
 //! useful for golden tests and embedding.
+//!
+//! The source answers checkpoint barriers (position: records of the partition emitted) and
+//! resumes from restored positions; it can be paced, so that checkpoints fall mid-input. A
+//! [`MemorySink::transactional`] sink is the two-phase-commit model the Kafka sink follows:
+//! rows become visible only when the checkpoint after them is committed, and rows of an
+//! uncommitted checkpoint are dropped when the sink closes, so tests can check
+//! exactly-once output without a broker.
 
 use std::sync::{Arc, Mutex};
 
 use arrow::record_batch::RecordBatch;
-use millrace_types::{SourceEvent, SourcePartition};
+use millrace_types::{CheckpointId, SinkMessage, SourceEvent, SourcePartition};
 
 use crate::format::{RecordDecoder, RecordRef};
 use crate::options::Format;
@@ -27,6 +34,8 @@ pub struct MemorySourceConfig {
     pub format: Format,
     /// At most this many consecutive records of one partition form a batch.
     pub batch_size: usize,
+    /// Emit at most this many records per second per instance (unpaced when `None`).
+    pub records_per_second: Option<f64>,
 }
 
 impl SourceConnector {
@@ -35,6 +44,22 @@ impl SourceConnector {
             records: Arc::new(records),
             format,
             batch_size: batch_size.max(1),
+            records_per_second: None,
+        })
+    }
+
+    /// A memory source that emits at most `records_per_second` per instance.
+    pub fn paced_memory(
+        records: Vec<MemoryRecord>,
+        format: Format,
+        batch_size: usize,
+        records_per_second: f64,
+    ) -> Self {
+        SourceConnector::Memory(MemorySourceConfig {
+            records: Arc::new(records),
+            format,
+            batch_size: batch_size.max(1),
+            records_per_second: Some(records_per_second),
         })
     }
 }
@@ -58,16 +83,25 @@ pub(crate) fn run_source(config: MemorySourceConfig, ctx: SourceContext) -> Resu
         .filter(|r| {
             let offset = offsets.entry(r.partition).or_insert(0);
             *offset += 1;
-            ctx.restored_position(SourcePartition(r.partition)).is_none_or(|resume| *offset - 1 >= resume)
+            ctx.restored_position(SourcePartition(r.partition)).is_none_or(|resume| *offset > resume)
         })
         .collect();
     for (partition, offset) in offsets.iter_mut() {
         *offset = ctx.restored_position(SourcePartition(*partition)).unwrap_or(0);
     }
+    let started = std::time::Instant::now();
     let mut start = 0;
     while start < records.len() {
         if ctx.stop.is_stopped() {
             return Ok(());
+        }
+        if let Some(rate) = config.records_per_second.filter(|r| *r > 0.0) {
+            let due = started + std::time::Duration::from_secs_f64(start as f64 / rate);
+            let wait = due.saturating_duration_since(std::time::Instant::now());
+            if !wait.is_zero() {
+                std::thread::sleep(wait.min(std::time::Duration::from_millis(20)));
+                continue;
+            }
         }
         let positions = || offsets.iter().map(|(p, o)| (SourcePartition(*p), *o)).collect();
         if !ctx.barrier_if_due(positions) {
@@ -104,23 +138,62 @@ pub(crate) fn run_source(config: MemorySourceConfig, ctx: SourceContext) -> Resu
     Ok(())
 }
 
-/// Collects every batch a sink receives.
+/// Collects every batch a sink receives (or, transactional, every committed batch).
 #[derive(Debug, Clone, Default)]
-pub struct MemorySink(Arc<Mutex<Vec<RecordBatch>>>);
+pub struct MemorySink {
+    batches: Arc<Mutex<Vec<RecordBatch>>>,
+    transactional: bool,
+}
 
 impl MemorySink {
-    /// The batches received so far, in arrival order.
+    /// A sink whose batches become visible when the checkpoint after them commits.
+    pub fn transactional() -> Self {
+        Self { batches: Arc::default(), transactional: true }
+    }
+
+    /// The batches received (committed, if transactional) so far, in arrival order.
     pub fn batches(&self) -> Vec<RecordBatch> {
-        self.0.lock().map(|b| b.clone()).unwrap_or_default()
+        self.batches.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    fn publish(&self, batches: impl IntoIterator<Item = RecordBatch>) {
+        if let Ok(mut visible) = self.batches.lock() {
+            visible.extend(batches);
+        }
     }
 }
 
 pub(crate) fn run_sink(sink: MemorySink, mut ctx: SinkContext) -> Result<(), ConnectorError> {
-    while let Some(batch) = ctx.next_batch()? {
-        ctx.written(batch.num_rows(), batch.get_array_memory_size());
-        if let Ok(mut batches) = sink.0.lock() {
-            batches.push(batch);
+    if !sink.transactional {
+        while let Some(batch) = ctx.next_batch()? {
+            ctx.written(batch.num_rows(), batch.get_array_memory_size());
+            sink.publish([batch]);
         }
+        return Ok(());
+    }
+    // The open transaction, and the pre-committed ones by checkpoint id.
+    let mut open: Vec<RecordBatch> = Vec::new();
+    let mut pre_committed: std::collections::BTreeMap<CheckpointId, Vec<RecordBatch>> = Default::default();
+    while let Some(message) = ctx.input.blocking_recv() {
+        match message {
+            SinkMessage::Batch(batch) => {
+                ctx.written(batch.num_rows(), batch.get_array_memory_size());
+                open.push(batch);
+            }
+            SinkMessage::Barrier(checkpoint) => {
+                pre_committed.entry(checkpoint).or_default().append(&mut open);
+                ctx.acknowledge(checkpoint, None)?;
+            }
+            SinkMessage::Commit(checkpoint) => {
+                let later = pre_committed.split_off(&CheckpointId(checkpoint.0 + 1));
+                for (_, batches) in std::mem::replace(&mut pre_committed, later) {
+                    sink.publish(batches);
+                }
+            }
+        }
+    }
+    if !open.is_empty() || !pre_committed.is_empty() {
+        tracing::debug!(subtask = ctx.subtask, "memory sink closed: uncommitted rows dropped");
     }
     Ok(())
 }

@@ -105,6 +105,21 @@ impl OperatorSpec {
         })
     }
 
+    /// What identifies this operator's state: its description plus its key expressions
+    /// (hashed into the operator's stable id, see [`crate::checkpointing::operator_ids`]).
+    pub fn fingerprint(&self) -> String {
+        let keys = match self {
+            OperatorSpec::WindowAggregate(spec) => &spec.keys,
+            OperatorSpec::SessionWindow(spec) => &spec.keys,
+            OperatorSpec::UpdatingAggregate(spec) => &spec.keys,
+            OperatorSpec::CountWindow(spec) => &spec.keys,
+            OperatorSpec::OverWindow(spec) => &spec.partition_by,
+            _ => return self.describe(),
+        };
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        format!("{} keys=[{}]", self.describe(), keys.join(", "))
+    }
+
     /// A one-line description for `explain` output and logs.
     pub fn describe(&self) -> String {
         match self {

@@ -5,7 +5,7 @@
 //! The executor owns tasks and channels only; connectors feed it [`SourceEvent`]s and drain
 //! record batches, so it knows nothing about Kafka or files.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,16 +14,19 @@ use arrow::compute::{cast, take_record_batch};
 use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 use millrace_types::{
-    KeyGroup, SinkMessage, SourceEvent, StreamMessage, SubtaskIndex, Watermark, subtask_for_key_group,
+    CheckpointId, KeyGroup, SinkMessage, SourceEvent, SourcePositions, StreamMessage, SubtaskIndex,
+    Watermark, subtask_for_key_group,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::alignment::{Aligned, BarrierAligner};
+use crate::checkpointing::{CheckpointIo, OperatorSnapshot, RestoredState, TaskAck, TaskEvent, operator_ids};
 use crate::dataflow::{Dataflow, Exchange, SourceSpec, TimeAttribute};
 use crate::error::{OperatorError, RuntimeError};
 use crate::metrics::{OperatorLabels, RuntimeMetrics, StageLabels};
 use crate::operator::{Operator, OperatorContext};
-use crate::state::{KeyGroupRange, key_groups_of};
+use crate::state::{KeyGroupRange, TableSnapshot, key_groups_of};
 use crate::watermarks::{InputWatermarks, PartitionWatermarks};
 
 /// How a dataflow runs.
@@ -57,6 +60,8 @@ pub struct DataflowIo {
     pub sources: Vec<mpsc::Receiver<SourceEvent>>,
     pub sinks: Vec<mpsc::Sender<SinkMessage>>,
     pub late: Vec<mpsc::Sender<SinkMessage>>,
+    /// Set when the job takes checkpoints (sources then inject barriers) or restores.
+    pub checkpoints: Option<CheckpointIo>,
 }
 
 type Envelope = (usize, StreamMessage);
@@ -109,6 +114,13 @@ pub async fn run_dataflow(
         input_senders.push(txs);
     }
 
+    let ids = operator_ids(dataflow).map_err(|source| RuntimeError::Operator {
+        operator: "instantiate",
+        subtask: 0,
+        source,
+    })?;
+    let restore = io.checkpoints.as_ref().and_then(|c| c.restore.clone());
+    let events = io.checkpoints.as_ref().map(|c| c.events.clone());
     let mut tasks = JoinSet::new();
     let mut sinks = io.sinks.into_iter();
     let mut sources = io.sources.into_iter();
@@ -116,7 +128,9 @@ pub async fn run_dataflow(
     for (k, stage) in dataflow.stages.iter().enumerate() {
         let parallelism = dataflow.stage_parallelism(k, p);
         for j in 0..parallelism {
-            let chain = Chain::new(dataflow, k, j, parallelism, options.max_parallelism, metrics)?;
+            let placement =
+                Placement { stage: k, subtask: j, parallelism, max_parallelism: options.max_parallelism };
+            let chain = Chain::new(dataflow, placement, &ids[k], restore.as_deref(), metrics)?;
             let output = if k + 1 == dataflow.stages.len() {
                 let sink =
                     sinks.next().ok_or_else(|| RuntimeError::InvalidDataflow("missing sink".into()))?;
@@ -146,7 +160,16 @@ pub async fn run_dataflow(
             } else {
                 None
             };
-            let mut task = StageTask { chain, output, late, metrics: metrics.clone(), labels, busy };
+            let mut task = StageTask {
+                chain,
+                output,
+                late,
+                metrics: metrics.clone(),
+                labels,
+                busy,
+                stage: k,
+                events: events.clone(),
+            };
             if k == 0 {
                 let source =
                     sources.next().ok_or_else(|| RuntimeError::InvalidDataflow("missing source".into()))?;
@@ -188,9 +211,20 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// Where a chain runs.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    stage: usize,
+    subtask: usize,
+    parallelism: usize,
+    max_parallelism: u32,
+}
+
 /// The operators of one stage subtask, chained.
 struct Chain {
     operators: Vec<(Box<dyn Operator>, OperatorContext, OperatorLabels)>,
+    /// Each operator's stable id (its state's name in checkpoints).
+    ids: Vec<String>,
     /// Rows the operators set aside in the last `run` (late rows).
     side_output: Vec<RecordBatch>,
     subtask: usize,
@@ -219,12 +253,12 @@ pub(crate) fn operator_labels(stage: usize, names: &[&str]) -> Vec<String> {
 impl Chain {
     fn new(
         dataflow: &Dataflow,
-        stage: usize,
-        subtask: usize,
-        parallelism: usize,
-        max_parallelism: u32,
+        placement: Placement,
+        ids: &[String],
+        restore: Option<&RestoredState>,
         metrics: &RuntimeMetrics,
     ) -> Result<Self, RuntimeError> {
+        let Placement { stage, subtask, parallelism, max_parallelism } = placement;
         let mut instantiated = Vec::new();
         for spec in &dataflow.stages[stage].operators {
             instantiated.push(spec.instantiate().map_err(|source| RuntimeError::Operator {
@@ -247,15 +281,50 @@ impl Chain {
             };
             operators.push((operator, ctx, labels));
         }
-        let mut chain = Self { operators, side_output: Vec::new(), subtask, metrics: metrics.clone() };
-        for (operator, ctx, _) in &mut chain.operators {
-            operator.on_start(ctx).map_err(|source| RuntimeError::Operator {
-                operator: operator.name(),
-                subtask,
-                source,
-            })?;
+        let mut chain =
+            Self { operators, ids: ids.to_vec(), side_output: Vec::new(), subtask, metrics: metrics.clone() };
+        for ((operator, ctx, _), id) in chain.operators.iter_mut().zip(&chain.ids) {
+            let name = operator.name();
+            let fail = |source| RuntimeError::Operator { operator: name, subtask, source };
+            operator.on_start(ctx).map_err(fail)?;
+            if let Some(restore) = restore {
+                let tables = restore.tables_for(id, &operator.state_tables(), ctx).map_err(fail)?;
+                if !tables.is_empty() {
+                    operator.restore_state(tables, ctx).map_err(fail)?;
+                }
+            }
         }
         Ok(chain)
+    }
+
+    /// Snapshots every operator with declared state.
+    fn snapshot(&mut self) -> Result<Vec<OperatorSnapshot>, RuntimeError> {
+        let mut snapshots = Vec::new();
+        for ((operator, ctx, _), id) in self.operators.iter_mut().zip(&self.ids) {
+            let declared = operator.state_tables();
+            if declared.is_empty() {
+                continue;
+            }
+            let (name, subtask) = (operator.name(), self.subtask);
+            let fail = |source| RuntimeError::Operator { operator: name, subtask, source };
+            let mut written = operator.snapshot_state(ctx).map_err(fail)?;
+            let mut tables = Vec::with_capacity(declared.len());
+            for table in declared {
+                let snapshot = match written.iter().position(|t| t.name == table.name) {
+                    Some(i) => written.swap_remove(i),
+                    None => TableSnapshot { name: table.name.to_owned(), batches: Vec::new() },
+                };
+                tables.push((table, snapshot));
+            }
+            if let Some(stray) = written.first() {
+                return Err(fail(OperatorError::Invalid(format!(
+                    "snapshot has table '{}', which the operator does not declare",
+                    stray.name
+                ))));
+            }
+            snapshots.push(OperatorSnapshot { operator_id: id.clone(), tables });
+        }
+        Ok(snapshots)
     }
 
     fn fail(&self, operator: &dyn Operator, source: OperatorError) -> RuntimeError {
@@ -321,6 +390,9 @@ struct StageTask {
     labels: OperatorLabels,
     /// This stage's `busy_seconds` counter.
     busy: prometheus_client::metrics::counter::Counter<f64, std::sync::atomic::AtomicU64>,
+    stage: usize,
+    /// Where checkpoint acknowledgements go (jobs that take checkpoints).
+    events: Option<mpsc::UnboundedSender<TaskEvent>>,
 }
 
 /// The downstream is gone (its task failed or the job is stopping); stop quietly, the
@@ -395,7 +467,9 @@ impl StageTask {
                     };
                     self.step(vec![batch], watermark, false).await
                 }
-                Some(SourceEvent::Barrier { .. }) => Ok(()),
+                Some(SourceEvent::Barrier { checkpoint, positions }) => {
+                    self.checkpoint(checkpoint, Some(positions)).await
+                }
                 Some(SourceEvent::End) | None => {
                     if self.step(Vec::new(), Some(Watermark::MAX), true).await.is_ok() {
                         self.end().await;
@@ -417,28 +491,82 @@ impl StageTask {
         senders: usize,
     ) -> Result<(), RuntimeError> {
         let mut watermarks = InputWatermarks::new(senders);
-        while let Some((sender, message)) = input.recv().await {
-            let step = match message {
-                StreamMessage::Batch(batch) => self.step(vec![batch], None, false).await,
-                StreamMessage::Watermark(w) => match watermarks.update(sender, w) {
-                    Some(merged) => self.step(Vec::new(), Some(merged), false).await,
-                    None => Ok(()),
+        let mut aligner = BarrierAligner::new(senders);
+        // Messages released by an alignment, processed before anything new.
+        let mut released: VecDeque<Envelope> = VecDeque::new();
+        loop {
+            let (sender, message) = match released.pop_front() {
+                Some(envelope) => envelope,
+                None => match input.recv().await {
+                    Some(envelope) => envelope,
+                    None => return Ok(()),
                 },
-                StreamMessage::Barrier(_) => Ok(()),
-                StreamMessage::EndOfStream => {
-                    if watermarks.end(sender) {
-                        if self.step(Vec::new(), None, true).await.is_ok() {
-                            self.end().await;
-                        }
-                        return Ok(());
+            };
+            let step = match aligner.accept(sender, message) {
+                Aligned::Held => Ok(()),
+                Aligned::Snapshot(checkpoint) => {
+                    let step = self.checkpoint(checkpoint, None).await;
+                    for envelope in aligner.release().into_iter().rev() {
+                        released.push_front(envelope);
                     }
-                    Ok(())
+                    step
                 }
+                Aligned::Process(sender, message) => match message {
+                    StreamMessage::Batch(batch) => self.step(vec![batch], None, false).await,
+                    StreamMessage::Watermark(w) => match watermarks.update(sender, w) {
+                        Some(merged) => self.step(Vec::new(), Some(merged), false).await,
+                        None => Ok(()),
+                    },
+                    // The aligner turns barriers into snapshots.
+                    StreamMessage::Barrier(_) => Ok(()),
+                    StreamMessage::EndOfStream => {
+                        if watermarks.end(sender) {
+                            if self.step(Vec::new(), None, true).await.is_ok() {
+                                self.end().await;
+                            }
+                            return Ok(());
+                        }
+                        Ok(())
+                    }
+                },
             };
             match step {
                 Ok(()) => {}
                 Err(StepError::Disconnected) => return Ok(()),
                 Err(StepError::Failed(err)) => return Err(err),
+            }
+        }
+    }
+
+    /// Barriers have aligned: snapshot the chain, acknowledge, and pass the barrier on (to
+    /// the next stage, or to the sink and the late output for their pre-commit).
+    async fn checkpoint(
+        &mut self,
+        checkpoint: CheckpointId,
+        positions: Option<SourcePositions>,
+    ) -> Result<(), StepError> {
+        if let Some(events) = &self.events {
+            let busy_since = Instant::now();
+            let operators = self.chain.snapshot().map_err(StepError::Failed)?;
+            self.busy.inc_by(busy_since.elapsed().as_secs_f64());
+            let ack =
+                TaskAck { checkpoint, stage: self.stage, subtask: self.chain.subtask, operators, positions };
+            events.send(TaskEvent::Ack(ack)).map_err(|_| StepError::Disconnected)?;
+        }
+        if let Some(late) = &self.late {
+            late.send(SinkMessage::Barrier(checkpoint)).await.map_err(|_| StepError::Disconnected)?;
+        }
+        match &self.output {
+            Output::Sink(sink) => {
+                sink.send(SinkMessage::Barrier(checkpoint)).await.map_err(|_| StepError::Disconnected)?;
+            }
+            Output::Exchange { me, targets, .. } => {
+                for target in targets {
+                    target
+                        .send((*me, StreamMessage::Barrier(checkpoint)))
+                        .await
+                        .map_err(|_| StepError::Disconnected)?;
+                }
             }
         }
         Ok(())
@@ -503,6 +631,10 @@ impl StageTask {
     }
 
     async fn end(&mut self) {
+        if let Some(events) = &self.events {
+            // A coordinator gone away has nothing left to count.
+            let _ = events.send(TaskEvent::Finished { stage: self.stage, subtask: self.chain.subtask });
+        }
         if let Output::Exchange { me, targets, .. } = &self.output {
             for target in targets {
                 // A closed target has already stopped; nothing to tell it.

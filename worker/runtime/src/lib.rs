@@ -6,6 +6,8 @@
 //! plans SQL (that is `millrace-sql`), and never talks to Kafka (that is
 //! `millrace-connectors`).
 
+mod alignment;
+pub mod checkpointing;
 pub mod dataflow;
 mod error;
 pub mod executor;
@@ -15,6 +17,7 @@ pub mod operators;
 pub mod state;
 pub mod watermarks;
 
+pub use checkpointing::{CheckpointIo, OperatorSnapshot, RestoredState, TaskAck, TaskEvent, operator_ids};
 pub use dataflow::{
     Changelog, Dataflow, Exchange, LateOutput, OperatorSpec, SourceSpec, Stage, TimeAttribute,
 };

@@ -70,7 +70,13 @@ async fn keyed_exchange_sends_each_key_to_one_subtask_and_keeps_every_row() {
     let options = RunOptions { parallelism, ..RunOptions::default() };
     let metrics = RuntimeMetrics::default();
     let run = tokio::spawn(async move {
-        run_dataflow(&flow, DataflowIo { sources, sinks, late: Vec::new() }, &options, &metrics).await
+        run_dataflow(
+            &flow,
+            DataflowIo { sources, sinks, late: Vec::new(), checkpoints: None },
+            &options,
+            &metrics,
+        )
+        .await
     });
 
     let collectors: Vec<_> = outputs
@@ -126,7 +132,12 @@ async fn a_sink_that_stops_reading_backpressures_the_source() {
     let run = tokio::spawn(async move {
         run_dataflow(
             &flow,
-            DataflowIo { sources: vec![source_rx], sinks: vec![sink_tx], late: Vec::new() },
+            DataflowIo {
+                sources: vec![source_rx],
+                sinks: vec![sink_tx],
+                late: Vec::new(),
+                checkpoints: None,
+            },
             &options,
             &metrics,
         )

