@@ -10,6 +10,7 @@
 //! not acknowledge; a sink whose upstream task has finished gets its barrier from here.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use millrace_checkpoint::{
@@ -87,12 +88,24 @@ impl CheckpointMetrics {
     }
 }
 
+/// A savepoint written by [`Control::Savepoint`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavepointWritten {
+    pub checkpoint_id: u64,
+    /// The savepoint's folder URL (what `--restore-from` takes).
+    pub location: String,
+}
+
 /// What the job asks of the coordinator.
 #[derive(Debug)]
 pub enum Control {
     /// Take a checkpoint now and answer once it is complete and committed (a stop keeps
-    /// everything up to it and nothing after it).
+    /// everything up to it and nothing after it). Once the job is stopping, answers with
+    /// the checkpoint it stops at.
     CheckpointNow(oneshot::Sender<Result<u64, String>>),
+    /// Take a checkpoint now and copy it, self-contained, into the empty folder `target`.
+    /// With `stop`, the job stops at it: no later checkpoint completes.
+    Savepoint { target: String, stop: bool, reply: oneshot::Sender<Result<SavepointWritten, String>> },
     /// Every task has finished: take the final checkpoint (sinks only, marked finished),
     /// commit it, and answer.
     Finish(oneshot::Sender<Result<u64, String>>),
@@ -127,7 +140,35 @@ struct Pending {
     tasks: HashMap<(usize, usize), TaskAck>,
     sinks: Vec<HashMap<usize, Option<Vec<u8>>>>,
     final_checkpoint: bool,
-    waiters: Vec<oneshot::Sender<Result<u64, String>>>,
+    waiters: Vec<Waiter>,
+}
+
+/// Someone waiting for the pending checkpoint.
+enum Waiter {
+    /// A stop: answered with the checkpoint id; the job stops there.
+    Stop(oneshot::Sender<Result<u64, String>>),
+    Savepoint {
+        target: String,
+        stop: bool,
+        reply: oneshot::Sender<Result<SavepointWritten, String>>,
+    },
+}
+
+impl Waiter {
+    fn stops(&self) -> bool {
+        matches!(self, Waiter::Stop(_) | Waiter::Savepoint { stop: true, .. })
+    }
+
+    fn fail(self, why: String) {
+        match self {
+            Waiter::Stop(reply) => {
+                let _ = reply.send(Err(why));
+            }
+            Waiter::Savepoint { reply, .. } => {
+                let _ = reply.send(Err(why));
+            }
+        }
+    }
 }
 
 pub struct Coordinator {
@@ -144,6 +185,39 @@ pub struct Coordinator {
     /// Set once a checkpoint asked for by [`Control::CheckpointNow`] completed: the job is
     /// stopping there, and no later checkpoint may complete (its sinks would not commit it).
     stopping: bool,
+    last_completed: Option<u64>,
+    status: JobStatusView,
+    /// Waiters for the checkpoint after the pending one.
+    queued: Vec<Waiter>,
+}
+
+/// What the coordinator publishes about its checkpoints, for the job's HTTP API.
+#[derive(Debug, Clone, Default)]
+pub struct JobStatusView(Arc<Mutex<CheckpointStatus>>);
+
+/// The last completed checkpoint, as the job's API shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointStatus {
+    pub last_checkpoint_id: Option<u64>,
+    pub last_checkpoint_completed_at_ms: Option<i64>,
+    pub last_checkpoint_duration_ms: Option<u64>,
+    pub last_checkpoint_bytes: Option<u64>,
+    pub checkpoints_completed: u64,
+    pub checkpoints_failed: u64,
+    pub restored_from: Option<String>,
+}
+
+impl JobStatusView {
+    pub fn get(&self) -> CheckpointStatus {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn update(&self, change: impl FnOnce(&mut CheckpointStatus)) {
+        if let Ok(mut status) = self.0.lock() {
+            change(&mut status);
+        }
+    }
 }
 
 impl Coordinator {
@@ -158,6 +232,7 @@ impl Coordinator {
         sinks: Vec<SinkSide>,
         metrics: CheckpointMetrics,
         last_completed: Option<u64>,
+        status: JobStatusView,
     ) -> Self {
         Self {
             storage,
@@ -171,6 +246,9 @@ impl Coordinator {
             next_id: last_completed.map_or(1, |id| id + 1),
             pending: None,
             stopping: false,
+            last_completed,
+            status,
+            queued: Vec::new(),
         }
     }
 
@@ -198,15 +276,25 @@ impl Coordinator {
                 }
                 request = control.recv() => match request {
                     None => return,
-                    Some(Control::CheckpointNow(reply)) => match self.pending.as_mut() {
-                        Some(pending) if !pending.final_checkpoint => pending.waiters.push(reply),
-                        _ => self.trigger(false, Some(reply)).await,
-                    },
+                    Some(Control::CheckpointNow(reply)) => {
+                        if self.stopping {
+                            let _ = reply.send(self.last_completed.ok_or_else(|| "no checkpoint completed".to_string()));
+                        } else {
+                            self.wait_for_checkpoint(Waiter::Stop(reply)).await;
+                        }
+                    }
+                    Some(Control::Savepoint { target, stop, reply }) => {
+                        if self.stopping {
+                            let _ = reply.send(Err("the job is stopping".into()));
+                        } else {
+                            self.wait_for_checkpoint(Waiter::Savepoint { target, stop, reply }).await;
+                        }
+                    }
                     Some(Control::Finish(reply)) => {
                         if self.pending.is_some() {
                             self.fail_pending("superseded by the final checkpoint");
                         }
-                        self.trigger(true, Some(reply)).await;
+                        self.trigger(true, Some(Waiter::Stop(reply))).await;
                     }
                 },
             }
@@ -214,11 +302,21 @@ impl Coordinator {
         }
     }
 
-    async fn trigger(
-        &mut self,
-        final_checkpoint: bool,
-        waiter: Option<oneshot::Sender<Result<u64, String>>>,
-    ) {
+    /// Attaches `waiter` to the pending checkpoint, or triggers one for it. A savepoint
+    /// needs a checkpoint triggered after it was asked for, so it never joins one in flight.
+    async fn wait_for_checkpoint(&mut self, waiter: Waiter) {
+        match self.pending.as_mut() {
+            Some(pending) if !pending.final_checkpoint && matches!(waiter, Waiter::Stop(_)) => {
+                pending.waiters.push(waiter)
+            }
+            // Let the pending one finish; the savepoint's own follows right after.
+            Some(pending) if !pending.final_checkpoint => self.queued.push(waiter),
+            Some(_) => waiter.fail("the job's input has ended".into()),
+            None => self.trigger(false, Some(waiter)).await,
+        }
+    }
+
+    async fn trigger(&mut self, final_checkpoint: bool, waiter: Option<Waiter>) {
         let id = self.next_id;
         self.next_id += 1;
         tracing::debug!(checkpoint = id, final_checkpoint, "triggering checkpoint");
@@ -297,8 +395,9 @@ impl Coordinator {
         if let Some(pending) = self.pending.take() {
             tracing::warn!(checkpoint = pending.id, why, "checkpoint failed");
             self.metrics.failed.inc();
+            self.status.update(|s| s.checkpoints_failed += 1);
             for waiter in pending.waiters {
-                let _ = waiter.send(Err(format!("checkpoint {} failed: {why}", pending.id)));
+                waiter.fail(format!("checkpoint {} failed: {why}", pending.id));
             }
         }
     }
@@ -316,6 +415,16 @@ impl Coordinator {
     }
 
     async fn complete_if_acknowledged(&mut self) {
+        if self.pending.is_none() && !self.queued.is_empty() && !self.stopping {
+            let mut queued = std::mem::take(&mut self.queued).into_iter();
+            if let Some(first) = queued.next() {
+                self.trigger(false, Some(first)).await;
+                if let Some(pending) = self.pending.as_mut() {
+                    pending.waiters.extend(queued);
+                }
+            }
+            return;
+        }
         if !self.pending.as_ref().is_some_and(|p| self.acknowledged(p)) {
             return;
         }
@@ -323,12 +432,20 @@ impl Coordinator {
         let id = pending.id;
         let outcome = self.write(&pending).await;
         match outcome {
-            Ok(bytes) => {
+            Ok((bytes, metadata)) => {
                 let took = pending.started.elapsed();
+                self.last_completed = Some(id);
                 self.metrics.completed.inc();
                 self.metrics.last_duration_ms.set(took.as_millis() as i64);
                 self.metrics.last_bytes.set(bytes as i64);
                 self.metrics.last_completed_id.set(id as i64);
+                self.status.update(|s| {
+                    s.last_checkpoint_id = Some(id);
+                    s.last_checkpoint_completed_at_ms = Some(metadata.completed_at_ms);
+                    s.last_checkpoint_duration_ms = Some(took.as_millis() as u64);
+                    s.last_checkpoint_bytes = Some(bytes);
+                    s.checkpoints_completed += 1;
+                });
                 tracing::info!(
                     checkpoint = id,
                     ms = took.as_millis() as u64,
@@ -348,9 +465,16 @@ impl Coordinator {
                     Ok(_) => {}
                     Err(err) => tracing::warn!(%err, "could not clean up old checkpoints"),
                 }
-                self.stopping |= !pending.waiters.is_empty();
+                self.stopping |= pending.waiters.iter().any(Waiter::stops);
                 for waiter in pending.waiters {
-                    let _ = waiter.send(Ok(id));
+                    match waiter {
+                        Waiter::Stop(reply) => {
+                            let _ = reply.send(Ok(id));
+                        }
+                        Waiter::Savepoint { target, reply, .. } => {
+                            let _ = reply.send(self.write_savepoint(&metadata, &target).await);
+                        }
+                    }
                 }
             }
             Err(why) => {
@@ -360,9 +484,22 @@ impl Coordinator {
         }
     }
 
+    /// Copies completed checkpoint `metadata` into `target` as a savepoint.
+    async fn write_savepoint(
+        &self,
+        metadata: &SnapshotMetadata,
+        target: &str,
+    ) -> Result<SavepointWritten, String> {
+        let folder = CheckpointStorage::open(target).map_err(|e| e.to_string())?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        self.storage.write_savepoint(metadata, &folder, now).await.map_err(|e| e.to_string())?;
+        tracing::info!(checkpoint = metadata.checkpoint_id, location = %folder.url(), "savepoint written");
+        Ok(SavepointWritten { checkpoint_id: metadata.checkpoint_id, location: folder.url().to_owned() })
+    }
+
     /// Writes the state files and the metadata of a fully acknowledged checkpoint; returns
-    /// the bytes written.
-    async fn write(&self, pending: &Pending) -> Result<u64, String> {
+    /// the bytes written and the metadata.
+    async fn write(&self, pending: &Pending) -> Result<(u64, SnapshotMetadata), String> {
         let shape = &self.shape;
         let mut metadata = SnapshotMetadata::new(
             SnapshotKind::Checkpoint,
@@ -482,7 +619,7 @@ impl Coordinator {
         metadata.completed_at_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         self.storage.complete_checkpoint(&metadata).await.map_err(|e| e.to_string())?;
-        Ok(total)
+        Ok((total, metadata))
     }
 }
 

@@ -18,6 +18,7 @@ use millrace_runtime::{
 use millrace_types::CheckpointId;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::control::{JobControl, JobPhase};
 use crate::coordinator::{
     CheckpointMetrics, CheckpointSettings, Control, Coordinator, JobShape, SinkSide, sink_operator_id,
 };
@@ -225,6 +226,31 @@ impl Job {
         metrics: &JobMetrics,
         stop: &StopSignal,
     ) -> Result<(), JobError> {
+        self.run_with_control(options, metrics, &JobControl::new(stop.clone(), None)).await
+    }
+
+    /// [`Job::run`], reporting to and taking requests (savepoints, stop) from `control`.
+    pub async fn run_with_control(
+        self,
+        options: &JobOptions,
+        metrics: &JobMetrics,
+        control: &JobControl,
+    ) -> Result<(), JobError> {
+        let outcome = self.run_inner(options, metrics, control).await;
+        match &outcome {
+            Ok(()) => control.set_phase(JobPhase::Finished, None),
+            Err(err) => control.set_phase(JobPhase::Failed, Some(err.to_string())),
+        }
+        outcome
+    }
+
+    async fn run_inner(
+        self,
+        options: &JobOptions,
+        metrics: &JobMetrics,
+        control: &JobControl,
+    ) -> Result<(), JobError> {
+        let stop = &control.stop;
         let p = options.parallelism;
         let dataflow = &self.plan.dataflow;
         let sink_instances = dataflow.sink_parallelism(p);
@@ -359,7 +385,8 @@ impl Job {
                     source_table: self.source_table.name.clone(),
                     source_topic: self.source_table.options.get("topic").cloned().unwrap_or_default(),
                 };
-                let (control, requests) = mpsc::channel(4);
+                let (control_tx, requests) = mpsc::channel(16);
+                let storage_url = settings.storage_url.clone();
                 let task = Coordinator::new(
                     storage,
                     settings,
@@ -369,28 +396,32 @@ impl Job {
                     sides,
                     metrics.checkpoints.clone(),
                     restored.as_ref().map(|r| r.checkpoint_id),
+                    control.status.clone(),
                 );
-                coordinator = Some((control, tokio::spawn(task.run(requests))));
+                control.attach(control_tx.clone(), p, options.max_parallelism, &storage_url);
+                coordinator = Some((control_tx, tokio::spawn(task.run(requests))));
                 Some(CheckpointIo { events, restore: restored.as_ref().map(|r| Arc::clone(&r.state)) })
             }
         };
         let io = DataflowIo { sources, sinks, late, checkpoints: checkpoint_io };
         let mut threads: Vec<ConnectorThread> = source_threads.into_iter().chain(sink_threads).collect();
-        let control = coordinator.as_ref().map(|(control, _)| control.clone());
+        let asks = coordinator.as_ref().map(|(control, _)| control.clone());
+        control.set_phase(JobPhase::Running, None);
         let outcome = tokio::select! {
-            result = run_dataflow(dataflow, io, &run_options, &metrics.runtime) => match (result, &control) {
+            result = run_dataflow(dataflow, io, &run_options, &metrics.runtime) => match (result, &asks) {
                 (Ok(()), Some(control)) => ask(control, Control::Finish).await.map(|id| {
                     tracing::info!(checkpoint = id, "input ended: final checkpoint committed");
                 }),
                 (result, _) => result.map_err(JobError::from),
             },
             failed = first_failure(&mut threads) => Err(failed),
-            stopped = stopped_with_checkpoint(stop, control.as_ref()) => stopped,
+            stopped = stopped_with_checkpoint(stop, asks.as_ref(), control) => stopped,
         };
         // Sources stop (a failure, or a stop at a checkpoint); the dataflow is gone.
         source_stop.stop();
         stop.stop();
-        drop(control);
+        drop(asks);
+        control.set_phase(JobPhase::Stopping, None);
         if let Some((control, task)) = coordinator {
             // The coordinator ends once no one can ask it anything; then the sinks' last
             // senders are gone.
@@ -461,11 +492,13 @@ async fn ask(
 async fn stopped_with_checkpoint(
     stop: &StopSignal,
     control: Option<&mpsc::Sender<Control>>,
+    job: &JobControl,
 ) -> Result<(), JobError> {
     let Some(control) = control else { return std::future::pending().await };
     while !stop.is_stopped() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    job.set_phase(JobPhase::Stopping, None);
     let id = ask(control, Control::CheckpointNow).await?;
     tracing::info!(checkpoint = id, "stopped at a committed checkpoint");
     Ok(())

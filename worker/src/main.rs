@@ -2,18 +2,23 @@
 //! tracing, the tokio runtime and the ops endpoints (`/healthz`, `/readyz`, `/metrics`).
 //!
 //! Roles: with no subcommand it serves the ops endpoints only (a worker waiting for work);
-//! `run` runs a whole job in this process. `coordinator` and `worker` arrive with the
-//! fault-tolerance issue.
+//! `run` runs a whole job in this process — with `--checkpoint-dir`, with checkpoints,
+//! restore, restarts after failures and the job's control API (savepoints) beside
+//! `/metrics`. `coordinator` and `worker` (the job spread over processes) are not built yet.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use millrace_connectors::StopSignal;
 use millrace_telemetry::{OpsState, default_ops_addr, init_tracing, ops_router, serve_ops, shutdown_signal};
-use millrace_worker::{Job, JobError, JobMetrics, JobOptions, JobOverrides, load_job_file};
+use millrace_worker::{
+    CheckpointSettings, Job, JobControl, JobError, JobMetrics, JobOptions, JobOverrides, control_router,
+    load_job_file,
+};
 use prometheus_client::registry::Registry;
 
 /// Millrace's stream engine.
@@ -54,6 +59,50 @@ struct RunArgs {
     /// Print the plan and exit without running.
     #[arg(long)]
     explain: bool,
+    /// Take checkpoints into this folder (`file:///…`) and restore from the latest one at
+    /// start [default: the manifest's spec.checkpointing.storage].
+    #[arg(long, env = "MILLRACE_CHECKPOINT_DIR")]
+    checkpoint_dir: Option<String>,
+    /// Time between checkpoints (`500ms`, `10s`, `2m`) [default: the manifest's, else 10s].
+    #[arg(long, value_parser = parse_duration)]
+    checkpoint_interval: Option<Duration>,
+    /// Completed checkpoints kept [default: the manifest's, else 3].
+    #[arg(long)]
+    checkpoints_retained: Option<usize>,
+    /// Default folder for savepoints triggered through the API [default: next to the
+    /// checkpoints, `<checkpoint-dir>-savepoints`].
+    #[arg(long, env = "MILLRACE_SAVEPOINT_DIR")]
+    savepoint_dir: Option<String>,
+    /// Start from this savepoint folder instead of the latest checkpoint [default: the
+    /// manifest's spec.initialSavepoint, used only when no checkpoint exists yet].
+    #[arg(long)]
+    restore_from: Option<String>,
+    /// Start even if savepoint state maps to no operator of the plan (it is dropped).
+    #[arg(long)]
+    allow_non_restored_state: bool,
+    /// With checkpoints: restarts from the latest checkpoint after a failure, at most this
+    /// many times within --restart-window before the job is failed.
+    #[arg(long, default_value_t = 3)]
+    restart_attempts: u32,
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    restart_window: Duration,
+}
+
+/// `500ms`, `10s`, `2m`, `1h`, or plain milliseconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 =
+        number.parse().map_err(|_| format!("'{text}' is not a duration like 500ms, 10s or 2m"))?;
+    let ms = match unit {
+        "" | "ms" => number,
+        "s" => number * 1000,
+        "m" => number * 60_000,
+        "h" => number * 3_600_000,
+        other => return Err(format!("unknown unit '{other}' in '{text}' (use ms, s, m or h)")),
+    };
+    Ok(Duration::from_millis(ms))
 }
 
 fn main() -> ExitCode {
@@ -97,7 +146,20 @@ fn run_role(ops_addr: Option<SocketAddr>, args: RunArgs) -> ExitCode {
         }
     };
     let parallelism = args.parallelism.or(source.parallelism).unwrap_or(1);
+    let checkpoint_dir = args.checkpoint_dir.clone().or(source.checkpoint_storage.clone());
+    let checkpointing = checkpoint_dir.as_ref().map(|url| CheckpointSettings {
+        storage_url: url.clone(),
+        interval: args
+            .checkpoint_interval
+            .or(source.checkpoint_interval_ms.map(Duration::from_millis))
+            .unwrap_or(Duration::from_secs(10)),
+        retained: args.checkpoints_retained.or(source.checkpoints_retained).unwrap_or(3),
+        ..CheckpointSettings::default()
+    });
     let options = JobOptions {
+        checkpointing,
+        restore_from: args.restore_from.clone(),
+        allow_non_restored_state: args.allow_non_restored_state || source.allow_non_restored_state,
         parallelism,
         slots: args.slots.or(source.slots_per_worker).unwrap_or(parallelism),
         max_parallelism: args
@@ -127,25 +189,95 @@ fn run_role(ops_addr: Option<SocketAddr>, args: RunArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let ops_addr = ops_addr.unwrap_or_else(|| default_ops_addr(9200));
-    block_on(Some(options.slots), run_job(job, options, ops_addr))
+    let savepoint_dir = args
+        .savepoint_dir
+        .clone()
+        .or_else(|| checkpoint_dir.as_ref().map(|dir| format!("{}-savepoints", dir.trim_end_matches('/'))));
+    let restarts = RestartPolicy { attempts: args.restart_attempts, window: args.restart_window };
+    let run =
+        JobRun { sql: source.sql, initial_savepoint: source.initial_savepoint, savepoint_dir, restarts };
+    block_on(Some(options.slots), run_job(job, run, options, ops_addr))
 }
 
-async fn run_job(job: Job, options: JobOptions, ops_addr: SocketAddr) -> anyhow::Result<()> {
+/// How a job with checkpoints is restarted after a failure: from its latest checkpoint,
+/// with exponential backoff (1 s doubling to 30 s), at most `attempts` times within `window`.
+struct RestartPolicy {
+    attempts: u32,
+    window: Duration,
+}
+
+struct JobRun {
+    sql: String,
+    initial_savepoint: Option<String>,
+    savepoint_dir: Option<String>,
+    restarts: RestartPolicy,
+}
+
+async fn run_job(
+    first: Job,
+    run: JobRun,
+    mut options: JobOptions,
+    ops_addr: SocketAddr,
+) -> anyhow::Result<()> {
     let mut registry = Registry::with_prefix("millrace_worker");
     let metrics = JobMetrics::register(&mut registry);
     let ops = OpsState::new(registry);
-    let server = tokio::spawn(serve_ops(ops_addr, ops_router(ops.clone())));
     let stop = StopSignal::default();
+    let control = JobControl::new(stop.clone(), run.savepoint_dir.clone());
+    let router = ops_router(ops.clone()).merge(control_router(control.clone()));
+    let server = tokio::spawn(serve_ops(ops_addr, router));
+    let checkpointing = options.checkpointing.is_some();
     let signalled = {
         let stop = stop.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
-            tracing::info!("stopping: draining the job");
+            if checkpointing {
+                tracing::info!("stopping at a checkpoint");
+            } else {
+                tracing::info!("stopping: draining the job");
+            }
             stop.stop();
         })
     };
+    // The manifest's initial savepoint applies only to a job that has no checkpoint yet.
+    if options.restore_from.is_none()
+        && let (Some(savepoint), Some(settings)) = (&run.initial_savepoint, &options.checkpointing)
+    {
+        let storage = millrace_checkpoint::CheckpointStorage::open(&settings.storage_url)?;
+        if storage.latest_checkpoint().await?.is_none() {
+            options.restore_from = Some(savepoint.clone());
+        }
+    }
     ops.set_ready(true);
-    let result = job.run(&options, &metrics, &stop).await;
+    let mut job = Some(first);
+    let mut failures: Vec<std::time::Instant> = Vec::new();
+    let mut backoff = Duration::from_secs(1);
+    let result = loop {
+        let current = match job.take() {
+            Some(job) => job,
+            None => match Job::prepare(&run.sql, &options, JobOverrides::default()) {
+                Ok(job) => job,
+                Err(err) => break Err(err),
+            },
+        };
+        let result = current.run_with_control(&options, &metrics, &control).await;
+        let Err(err) = result else { break Ok(()) };
+        if !checkpointing || stop.is_stopped() {
+            break Err(err);
+        }
+        let now = std::time::Instant::now();
+        failures.retain(|at| now.duration_since(*at) < run.restarts.window);
+        failures.push(now);
+        if failures.len() as u32 > run.restarts.attempts {
+            tracing::error!(%err, failures = failures.len(), "the job failed too often; giving up");
+            break Err(err);
+        }
+        tracing::warn!(%err, restart_in_ms = backoff.as_millis() as u64, "the job failed; restarting from its latest checkpoint");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+        // A restart resumes from the latest checkpoint, not from the savepoint it began with.
+        options.restore_from = None;
+    };
     ops.set_ready(false);
     signalled.abort();
     server.abort();

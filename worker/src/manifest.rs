@@ -15,6 +15,12 @@ pub struct JobSource {
     pub parallelism: Option<usize>,
     pub slots_per_worker: Option<usize>,
     pub max_parallelism: Option<u32>,
+    /// spec.checkpointing.storage
+    pub checkpoint_storage: Option<String>,
+    pub checkpoint_interval_ms: Option<u64>,
+    pub checkpoints_retained: Option<usize>,
+    pub initial_savepoint: Option<String>,
+    pub allow_non_restored_state: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,6 +43,18 @@ struct Spec {
     parallelism: Option<usize>,
     slots_per_worker: Option<usize>,
     max_parallelism: Option<u32>,
+    checkpointing: Option<Checkpointing>,
+    initial_savepoint: Option<String>,
+    #[serde(default)]
+    allow_non_restored_state: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Checkpointing {
+    interval_ms: Option<u64>,
+    storage: Option<String>,
+    retained: Option<usize>,
 }
 
 /// Reads a job from `path` (SQL or a StreamJob manifest, by extension).
@@ -52,6 +70,11 @@ pub fn load_job_file(path: &Path) -> Result<JobSource, JobError> {
             parallelism: None,
             slots_per_worker: None,
             max_parallelism: None,
+            checkpoint_storage: None,
+            checkpoint_interval_ms: None,
+            checkpoints_retained: None,
+            initial_savepoint: None,
+            allow_non_restored_state: false,
         }),
     }
 }
@@ -68,6 +91,11 @@ pub fn parse_manifest(text: &str) -> Result<JobSource, JobError> {
         parallelism: manifest.spec.parallelism,
         slots_per_worker: manifest.spec.slots_per_worker,
         max_parallelism: manifest.spec.max_parallelism,
+        checkpoint_storage: manifest.spec.checkpointing.as_ref().and_then(|c| c.storage.clone()),
+        checkpoint_interval_ms: manifest.spec.checkpointing.as_ref().and_then(|c| c.interval_ms),
+        checkpoints_retained: manifest.spec.checkpointing.as_ref().and_then(|c| c.retained),
+        initial_savepoint: manifest.spec.initial_savepoint,
+        allow_non_restored_state: manifest.spec.allow_non_restored_state,
     })
 }
 
