@@ -6,13 +6,17 @@
 //! the window's row is emitted again at once (an updated row for the same window and key).
 //! Rows for windows past their lateness are late: counted, and either dropped or (with a
 //! late side output) handed to [`Operator::take_side_output`].
+//!
+//! State (`window_accumulators`): one row per open (window, key) group — the key, the window
+//! bounds, whether it changed since it was last emitted (a fired window kept for allowed
+//! lateness is not pending) and its accumulators' state.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, UInt32Array};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, UInt32Array};
 use arrow::compute::{cast, take, take_record_batch};
-use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use arrow::datatypes::{DataType, Field, Int64Type, SchemaRef, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 use arrow::row::OwnedRow;
 use datafusion_physical_expr::PhysicalExpr;
@@ -21,9 +25,12 @@ use millrace_types::Watermark;
 
 use crate::error::OperatorError;
 use crate::operator::{Operator, OperatorContext, StateScope, StateTable};
+use crate::operators::accumulator_state::AccumulatorState;
+use crate::operators::state_table::{StateLayout, refuse_unknown_tables};
 use crate::operators::window_output::{
     EmittedRow, GroupState, WindowOutput, WindowOutputColumn, timestamp_ms,
 };
+use crate::state::TableSnapshot;
 
 /// How rows map to windows. Sizes are in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +99,8 @@ pub struct WindowAggregateSpec {
     pub allowed_lateness_ms: i64,
     /// Whether rows too late for every one of their windows go to the side output.
     pub late_side_output: bool,
+    /// The schema of the rows the operator receives (what the hash exchange hashes keys of).
+    pub input_schema: SchemaRef,
 }
 
 /// One (window, key) group.
@@ -108,6 +117,8 @@ pub struct WindowAggregateOperator {
     /// (window end, window start) → key → group. Ordered by end so firing is a prefix.
     windows: BTreeMap<(i64, i64), HashMap<OwnedRow, Group>>,
     late: Vec<RecordBatch>,
+    accumulator_state: AccumulatorState,
+    layout: StateLayout,
 }
 
 impl WindowAggregateOperator {
@@ -117,8 +128,17 @@ impl WindowAggregateOperator {
             spec.window_position,
             spec.output_columns.clone(),
             Arc::clone(&spec.output_schema),
+            &spec.input_schema,
         )?;
-        Ok(Self { spec, output, windows: BTreeMap::new(), late: Vec::new() })
+        let accumulator_state = AccumulatorState::try_new(&spec.aggregates)?;
+        let scope = if output.is_keyed() { StateScope::KeyGroups } else { StateScope::Instance };
+        let mut fields = output.key_fields();
+        fields.push(Field::new("window_start", DataType::Int64, false));
+        fields.push(Field::new("window_end", DataType::Int64, false));
+        fields.push(Field::new("pending", DataType::Boolean, false));
+        fields.extend(accumulator_state.fields());
+        let layout = StateLayout::new("window_accumulators", scope, fields);
+        Ok(Self { spec, output, windows: BTreeMap::new(), late: Vec::new(), accumulator_state, layout })
     }
 
     /// Emits the pending groups of `windows` (whose ends the watermark has passed), oldest
@@ -202,8 +222,7 @@ impl Operator for WindowAggregateOperator {
     }
 
     fn state_tables(&self) -> Vec<StateTable> {
-        let scope = if self.output.is_keyed() { StateScope::KeyGroups } else { StateScope::Instance };
-        vec![StateTable { name: "window_accumulators", scope }]
+        vec![self.layout.table()]
     }
 
     fn process_batch(
@@ -292,6 +311,67 @@ impl Operator for WindowAggregateOperator {
     fn take_side_output(&mut self) -> Vec<RecordBatch> {
         std::mem::take(&mut self.late)
     }
+
+    fn snapshot_state(&mut self, ctx: &OperatorContext) -> Result<Vec<TableSnapshot>, OperatorError> {
+        let (mut keys, mut starts, mut ends, mut pending) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut state = self.accumulator_state.builder(&self.layout);
+        for ((end, start), groups) in &mut self.windows {
+            for (key, group) in groups.iter_mut() {
+                keys.push(key.clone());
+                starts.push(*start);
+                ends.push(*end);
+                pending.push(group.pending);
+                state.push_all(&mut group.accumulators)?;
+            }
+        }
+        let rows = keys.len();
+        let (mut columns, key_groups) = key_columns(&self.output, &keys, ctx)?;
+        columns.push(Arc::new(Int64Array::from(starts)));
+        columns.push(Arc::new(Int64Array::from(ends)));
+        columns.push(Arc::new(BooleanArray::from(pending)));
+        columns.extend(state.finish()?);
+        Ok(vec![self.layout.snapshot(key_groups, columns, rows)?])
+    }
+
+    fn restore_state(
+        &mut self,
+        mut tables: Vec<TableSnapshot>,
+        ctx: &OperatorContext,
+    ) -> Result<(), OperatorError> {
+        let batches = self.layout.take_restored(&mut tables, ctx)?;
+        refuse_unknown_tables(self.name(), &tables)?;
+        let k = self.output.keys().count();
+        for batch in batches {
+            let keys = self.output.keys().rows_of_columns(&batch.columns()[..k], batch.num_rows())?;
+            let starts = batch.column(k).as_primitive::<Int64Type>();
+            let ends = batch.column(k + 1).as_primitive::<Int64Type>();
+            let pending = batch.column(k + 2).as_boolean();
+            let state = &batch.columns()[k + 3..];
+            for i in 0..batch.num_rows() {
+                let accumulators = self.accumulator_state.restore_all(&self.layout, state, i)?;
+                let group = Group { accumulators, pending: pending.value(i) };
+                let window = (ends.value(i), starts.value(i));
+                if self.windows.entry(window).or_default().insert(keys.row(i).owned(), group).is_some() {
+                    return Err(self.layout.error(format!("window {window:?} holds a key twice")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The decoded key columns of `keys` and their key groups (nothing for a global operator).
+pub(crate) fn key_columns(
+    output: &WindowOutput,
+    keys: &[OwnedRow],
+    ctx: &OperatorContext,
+) -> Result<(Vec<ArrayRef>, Vec<u32>), OperatorError> {
+    if !output.is_keyed() || keys.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let columns = output.keys().columns(keys.iter().map(|k| k.row()))?;
+    let key_groups = output.keys().key_groups(&columns, ctx.max_parallelism)?;
+    Ok((columns, key_groups))
 }
 
 #[cfg(test)]
