@@ -43,6 +43,9 @@ pub struct OverFunction {
     pub frame: OverFrame,
 }
 
+/// Rows of a frame: each row's order value, and the argument columns.
+pub(crate) type FrameRows = (Vec<i64>, Vec<ArrayRef>);
+
 /// One window function's state in one partition.
 pub(crate) struct FunctionFrame {
     frame: OverFrame,
@@ -102,7 +105,7 @@ impl FunctionFrame {
 
     /// The rows inside a bounded frame, oldest first: their order values and argument
     /// columns (`None` when it holds none).
-    pub fn retained_rows(&self) -> Result<Option<(Vec<i64>, Vec<ArrayRef>)>, OperatorError> {
+    pub fn retained_rows(&self) -> Result<Option<FrameRows>, OperatorError> {
         let Some((_, first)) = self.retained.front() else { return Ok(None) };
         let times = self
             .retained
