@@ -15,7 +15,8 @@
 //! State: `over_frames`, per partition and window function either the rows still inside a
 //! bounded frame (one state row each: order value and arguments) or an unbounded frame's
 //! accumulator state (one state row); and for event time `over_buffered_rows`, the input rows
-//! still waiting for the watermark.
+//! still waiting for the watermark, and `over_watermark`, the watermark at the checkpoint (see
+//! [`WatermarkTable`]).
 //!
 //! [`over_frame`]: crate::operators::over_frame
 
@@ -36,7 +37,7 @@ use crate::operator::{Operator, OperatorContext, StateScope, StateTable};
 use crate::operators::accumulator_state::AccumulatorState;
 use crate::operators::group_keys::GroupKeys;
 use crate::operators::over_frame::{FunctionFrame, OverFunction};
-use crate::operators::state_table::{StateLayout, refuse_unknown_tables};
+use crate::operators::state_table::{StateLayout, WatermarkTable, refuse_unknown_tables};
 use crate::operators::window_aggregate::{aggregate_arguments, evaluate_time_ms};
 use crate::state::{TableSnapshot, key_groups_of};
 
@@ -73,6 +74,9 @@ pub struct OverWindowOperator {
     /// The smallest timestamp in `buffered`, so a watermark that releases nothing is cheap.
     buffered_min: Option<i64>,
     checkpoint: OverCheckpoint,
+    /// Event time: the watermark restored from a checkpoint, which lateness and release never
+    /// go below.
+    watermark_floor: Watermark,
 }
 
 /// One function's frame in one partition as read back: an unbounded frame's accumulator, or
@@ -89,6 +93,7 @@ struct OverCheckpoint {
     argument_types: Vec<Vec<DataType>>,
     frames: StateLayout,
     buffered: StateLayout,
+    watermark: WatermarkTable,
 }
 
 impl OverCheckpoint {
@@ -122,7 +127,8 @@ impl OverCheckpoint {
             scope,
             input.fields().iter().map(|f| f.as_ref().clone()).collect(),
         );
-        Ok(Self { input, accumulators, argument_types, frames, buffered })
+        let watermark = WatermarkTable::new("over_watermark", scope);
+        Ok(Self { input, accumulators, argument_types, frames, buffered, watermark })
     }
 }
 
@@ -140,6 +146,7 @@ impl OverWindowOperator {
             buffered: Vec::new(),
             buffered_min: None,
             checkpoint,
+            watermark_floor: Watermark::MIN,
         })
     }
 
@@ -333,10 +340,11 @@ impl OverWindowOperator {
 
     /// Event time: keeps the rows above the watermark, counts and drops the others.
     fn buffer(&mut self, batch: RecordBatch, ctx: &OperatorContext) -> Result<(), OperatorError> {
+        let watermark = ctx.watermark.max(self.watermark_floor);
         let times = evaluate_time_ms(&self.spec.order_by, &batch)?;
         let times = times.as_primitive::<TimestampMillisecondType>();
-        let keep: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| t > ctx.watermark.0))).collect();
-        let late = times.iter().filter(|t| t.is_some_and(|t| t <= ctx.watermark.0)).count();
+        let keep: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| t > watermark.0))).collect();
+        let late = times.iter().filter(|t| t.is_some_and(|t| t <= watermark.0)).count();
         if late > 0 {
             ctx.late_records.inc_by(late as u64);
         }
@@ -344,7 +352,7 @@ impl OverWindowOperator {
         if kept.num_rows() == 0 {
             return Ok(());
         }
-        let min = times.iter().flatten().filter(|t| *t > ctx.watermark.0).min();
+        let min = times.iter().flatten().filter(|t| *t > watermark.0).min();
         self.buffered_min = match (self.buffered_min, min) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -399,6 +407,7 @@ impl Operator for OverWindowOperator {
         let mut tables = vec![self.checkpoint.frames.table()];
         if self.spec.time == OverTime::Event {
             tables.push(self.checkpoint.buffered.table());
+            tables.push(self.checkpoint.watermark.table());
         }
         tables
     }
@@ -423,7 +432,7 @@ impl Operator for OverWindowOperator {
         out: &mut Vec<RecordBatch>,
     ) -> Result<(), OperatorError> {
         if self.spec.time == OverTime::Event
-            && let Some(batch) = self.release(watermark)?
+            && let Some(batch) = self.release(watermark.max(self.watermark_floor))?
         {
             out.push(batch);
         }
@@ -434,6 +443,8 @@ impl Operator for OverWindowOperator {
         let mut tables = vec![self.snapshot_frames(ctx)?];
         if self.spec.time == OverTime::Event {
             tables.push(self.snapshot_buffered(ctx)?);
+            let watermark = ctx.watermark.max(self.watermark_floor);
+            tables.push(self.checkpoint.watermark.snapshot(watermark, ctx)?);
         }
         Ok(tables)
     }
@@ -444,11 +455,13 @@ impl Operator for OverWindowOperator {
         ctx: &OperatorContext,
     ) -> Result<(), OperatorError> {
         let frames = self.checkpoint.frames.take_restored(&mut tables, ctx)?;
-        let buffered = if self.spec.time == OverTime::Event {
-            self.checkpoint.buffered.take_restored(&mut tables, ctx)?
-        } else {
-            Vec::new()
-        };
+        let mut buffered = Vec::new();
+        if self.spec.time == OverTime::Event {
+            buffered = self.checkpoint.buffered.take_restored(&mut tables, ctx)?;
+            if let Some(watermark) = self.checkpoint.watermark.take_restored(&mut tables, ctx)? {
+                self.watermark_floor = watermark;
+            }
+        }
         refuse_unknown_tables(self.name(), &tables)?;
         self.restore_frames(frames)?;
         for batch in buffered {

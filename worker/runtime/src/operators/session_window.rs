@@ -8,7 +8,8 @@
 //! session already past its lateness are late: counted, and dropped or side-output.
 //!
 //! State (`session_accumulators`): one row per open session — the key, the session's start
-//! and end, whether it changed since it was last emitted and its accumulators' state.
+//! and end, whether it changed since it was last emitted and its accumulators' state;
+//! `session_watermark`: the watermark at the checkpoint (see [`WatermarkTable`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use millrace_types::Watermark;
 use crate::error::OperatorError;
 use crate::operator::{Operator, OperatorContext, StateScope, StateTable};
 use crate::operators::accumulator_state::AccumulatorState;
-use crate::operators::state_table::{StateLayout, refuse_unknown_tables};
+use crate::operators::state_table::{StateLayout, WatermarkTable, refuse_unknown_tables};
 use crate::operators::window_aggregate::{aggregate_arguments, evaluate_time_ms, key_columns, update_group};
 use crate::operators::window_output::{EmittedRow, GroupState, WindowOutput, WindowOutputColumn};
 use crate::state::TableSnapshot;
@@ -79,6 +80,9 @@ pub struct SessionWindowOperator {
     late: Vec<RecordBatch>,
     accumulator_state: AccumulatorState,
     layout: StateLayout,
+    watermark_table: WatermarkTable,
+    /// The watermark restored from a checkpoint: lateness and firing never go below it.
+    watermark_floor: Watermark,
 }
 
 impl SessionWindowOperator {
@@ -109,6 +113,8 @@ impl SessionWindowOperator {
             late: Vec::new(),
             accumulator_state,
             layout,
+            watermark_table: WatermarkTable::new("session_watermark", scope),
+            watermark_floor: Watermark::MIN,
         })
     }
 
@@ -225,7 +231,7 @@ impl Operator for SessionWindowOperator {
     }
 
     fn state_tables(&self) -> Vec<StateTable> {
-        vec![self.layout.table()]
+        vec![self.layout.table(), self.watermark_table.table()]
     }
 
     fn process_batch(
@@ -234,6 +240,7 @@ impl Operator for SessionWindowOperator {
         ctx: &OperatorContext,
         out: &mut Vec<RecordBatch>,
     ) -> Result<(), OperatorError> {
+        let watermark = ctx.watermark.max(self.watermark_floor);
         let time = evaluate_time_ms(&self.spec.time, &batch)?;
         let time = time.as_primitive::<TimestampMillisecondType>();
         let keys = self.output.key_rows(&batch)?;
@@ -253,7 +260,7 @@ impl Operator for SessionWindowOperator {
         for (row, rows) in per_key {
             let id = self.key_id(row);
             for (ts, i) in rows {
-                if !self.add_row(id, (ts, ts.saturating_add(gap)), i, ctx.watermark)? {
+                if !self.add_row(id, (ts, ts.saturating_add(gap)), i, watermark)? {
                     late_rows.push(i);
                 }
             }
@@ -268,7 +275,7 @@ impl Operator for SessionWindowOperator {
             for (start, session) in sessions.iter_mut().filter(|(_, s)| !s.batch_rows.is_empty()) {
                 let indices = UInt32Array::from(std::mem::take(&mut session.batch_rows));
                 update_group(&mut session.accumulators, &arguments, &indices)?;
-                if ctx.watermark.closes_window_ending_at(session.end) {
+                if watermark.closes_window_ending_at(session.end) {
                     updated_fired.push((session.end, id, *start));
                 }
             }
@@ -282,7 +289,7 @@ impl Operator for SessionWindowOperator {
         }
         if !updated_fired.is_empty() {
             updated_fired.sort();
-            if let Some(batch) = self.emit(updated_fired, ctx.watermark)? {
+            if let Some(batch) = self.emit(updated_fired, watermark)? {
                 out.push(batch);
             }
         }
@@ -295,6 +302,7 @@ impl Operator for SessionWindowOperator {
         _ctx: &OperatorContext,
         out: &mut Vec<RecordBatch>,
     ) -> Result<(), OperatorError> {
+        let watermark = watermark.max(self.watermark_floor);
         let fired: Vec<_> = self
             .by_end
             .iter()
@@ -330,7 +338,10 @@ impl Operator for SessionWindowOperator {
         columns.push(Arc::new(Int64Array::from(ends)));
         columns.push(Arc::new(BooleanArray::from(pending)));
         columns.extend(state.finish()?);
-        Ok(vec![self.layout.snapshot(key_groups, columns, rows)?])
+        Ok(vec![
+            self.layout.snapshot(key_groups, columns, rows)?,
+            self.watermark_table.snapshot(ctx.watermark.max(self.watermark_floor), ctx)?,
+        ])
     }
 
     fn restore_state(
@@ -339,6 +350,9 @@ impl Operator for SessionWindowOperator {
         ctx: &OperatorContext,
     ) -> Result<(), OperatorError> {
         let batches = self.layout.take_restored(&mut tables, ctx)?;
+        if let Some(watermark) = self.watermark_table.take_restored(&mut tables, ctx)? {
+            self.watermark_floor = watermark;
+        }
         refuse_unknown_tables(self.name(), &tables)?;
         let k = self.output.keys().count();
         for batch in batches {

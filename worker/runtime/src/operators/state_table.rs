@@ -3,14 +3,16 @@
 //! checks a restored table must pass before an operator reads it: the same columns by position
 //! and type, and for keyed tables only key groups the subtask owns. A table that fails says
 //! so with an [`OperatorError`] naming it, never a panic. It owns no state and knows nothing
-//! of any operator's columns.
+//! of any operator's columns. [`WatermarkTable`] is the one table every event-time operator
+//! shares the layout of.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use arrow::compute::cast;
-use arrow::datatypes::{Field, Schema, SchemaRef, UInt32Type};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt32Type};
 use arrow::record_batch::RecordBatch;
+use millrace_types::Watermark;
 
 use crate::error::OperatorError;
 use crate::operator::{OperatorContext, StateScope, StateTable};
@@ -153,5 +155,53 @@ pub(crate) fn refuse_unknown_tables(operator: &str, tables: &[TableSnapshot]) ->
         Some(table) => {
             Err(OperatorError::Invalid(format!("state table {}: {operator} has no such table", table.name)))
         }
+    }
+}
+
+/// The watermark an event-time operator had at a checkpoint, so that rows late before it stay
+/// late after a restore (the runtime starts a restored job at no watermark; the sources' first
+/// watermarks after it may lie below the checkpoint's). A keyed operator writes one row per
+/// key group it owns, so that every subtask of any parallelism restores it; a restored
+/// operator takes the lowest it is given.
+pub(crate) struct WatermarkTable {
+    layout: StateLayout,
+}
+
+impl WatermarkTable {
+    pub fn new(name: &'static str, scope: StateScope) -> Self {
+        Self { layout: StateLayout::new(name, scope, vec![Field::new("watermark", DataType::Int64, false)]) }
+    }
+
+    pub fn table(&self) -> StateTable {
+        self.layout.table()
+    }
+
+    pub fn snapshot(
+        &self,
+        watermark: Watermark,
+        ctx: &OperatorContext,
+    ) -> Result<TableSnapshot, OperatorError> {
+        let key_groups: Vec<u32> = if self.layout.is_keyed() {
+            (ctx.key_groups.first..=ctx.key_groups.last).collect()
+        } else {
+            vec![0]
+        };
+        let rows = key_groups.len();
+        let watermarks: ArrayRef = Arc::new(Int64Array::from(vec![watermark.0; rows]));
+        self.layout.snapshot(key_groups, vec![watermarks], rows)
+    }
+
+    /// The lowest watermark restored (`None` when the table is missing or empty).
+    pub fn take_restored(
+        &self,
+        tables: &mut Vec<TableSnapshot>,
+        ctx: &OperatorContext,
+    ) -> Result<Option<Watermark>, OperatorError> {
+        let batches = self.layout.take_restored(tables, ctx)?;
+        Ok(batches
+            .iter()
+            .filter_map(|b| arrow::compute::min(b.column(0).as_primitive::<Int64Type>()))
+            .min()
+            .map(Watermark))
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! State (`window_accumulators`): one row per open (window, key) group — the key, the window
 //! bounds, whether it changed since it was last emitted (a fired window kept for allowed
-//! lateness is not pending) and its accumulators' state.
+//! lateness is not pending) and its accumulators' state; `window_watermark`: the watermark
+//! at the checkpoint (see [`WatermarkTable`]), below which a restored operator never goes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use millrace_types::Watermark;
 use crate::error::OperatorError;
 use crate::operator::{Operator, OperatorContext, StateScope, StateTable};
 use crate::operators::accumulator_state::AccumulatorState;
-use crate::operators::state_table::{StateLayout, refuse_unknown_tables};
+use crate::operators::state_table::{StateLayout, WatermarkTable, refuse_unknown_tables};
 use crate::operators::window_output::{
     EmittedRow, GroupState, WindowOutput, WindowOutputColumn, timestamp_ms,
 };
@@ -119,6 +120,9 @@ pub struct WindowAggregateOperator {
     late: Vec<RecordBatch>,
     accumulator_state: AccumulatorState,
     layout: StateLayout,
+    watermark_table: WatermarkTable,
+    /// The watermark restored from a checkpoint: lateness and firing never go below it.
+    watermark_floor: Watermark,
 }
 
 impl WindowAggregateOperator {
@@ -138,7 +142,16 @@ impl WindowAggregateOperator {
         fields.push(Field::new("pending", DataType::Boolean, false));
         fields.extend(accumulator_state.fields());
         let layout = StateLayout::new("window_accumulators", scope, fields);
-        Ok(Self { spec, output, windows: BTreeMap::new(), late: Vec::new(), accumulator_state, layout })
+        Ok(Self {
+            spec,
+            output,
+            windows: BTreeMap::new(),
+            late: Vec::new(),
+            accumulator_state,
+            layout,
+            watermark_table: WatermarkTable::new("window_watermark", scope),
+            watermark_floor: Watermark::MIN,
+        })
     }
 
     /// Emits the pending groups of `windows` (whose ends the watermark has passed), oldest
@@ -222,7 +235,7 @@ impl Operator for WindowAggregateOperator {
     }
 
     fn state_tables(&self) -> Vec<StateTable> {
-        vec![self.layout.table()]
+        vec![self.layout.table(), self.watermark_table.table()]
     }
 
     fn process_batch(
@@ -231,6 +244,7 @@ impl Operator for WindowAggregateOperator {
         ctx: &OperatorContext,
         out: &mut Vec<RecordBatch>,
     ) -> Result<(), OperatorError> {
+        let watermark = ctx.watermark.max(self.watermark_floor);
         let time = evaluate_time_ms(&self.spec.time, &batch)?;
         let time = time.as_primitive::<TimestampMillisecondType>();
         let keys = self.output.key_rows(&batch)?;
@@ -247,7 +261,7 @@ impl Operator for WindowAggregateOperator {
             let row = keys.row(i);
             let mut kept = false;
             self.spec.assigner.for_each_window(ts, |start, end| {
-                if ctx.watermark.closes_window_ending_at(end.saturating_add(lateness)) {
+                if watermark.closes_window_ending_at(end.saturating_add(lateness)) {
                     late += 1;
                 } else {
                     kept = true;
@@ -278,12 +292,12 @@ impl Operator for WindowAggregateOperator {
             };
             update_group(&mut group.accumulators, &arguments, &indices)?;
             group.pending = true;
-            if ctx.watermark.closes_window_ending_at(window.0) {
+            if watermark.closes_window_ending_at(window.0) {
                 updated_fired.insert(window);
             }
         }
         if !updated_fired.is_empty()
-            && let Some(batch) = self.emit(updated_fired.into_iter().collect(), ctx.watermark)?
+            && let Some(batch) = self.emit(updated_fired.into_iter().collect(), watermark)?
         {
             out.push(batch);
         }
@@ -296,6 +310,7 @@ impl Operator for WindowAggregateOperator {
         _ctx: &OperatorContext,
         out: &mut Vec<RecordBatch>,
     ) -> Result<(), OperatorError> {
+        let watermark = watermark.max(self.watermark_floor);
         let fired: Vec<(i64, i64)> = self
             .windows
             .keys()
@@ -330,7 +345,10 @@ impl Operator for WindowAggregateOperator {
         columns.push(Arc::new(Int64Array::from(ends)));
         columns.push(Arc::new(BooleanArray::from(pending)));
         columns.extend(state.finish()?);
-        Ok(vec![self.layout.snapshot(key_groups, columns, rows)?])
+        Ok(vec![
+            self.layout.snapshot(key_groups, columns, rows)?,
+            self.watermark_table.snapshot(ctx.watermark.max(self.watermark_floor), ctx)?,
+        ])
     }
 
     fn restore_state(
@@ -339,6 +357,9 @@ impl Operator for WindowAggregateOperator {
         ctx: &OperatorContext,
     ) -> Result<(), OperatorError> {
         let batches = self.layout.take_restored(&mut tables, ctx)?;
+        if let Some(watermark) = self.watermark_table.take_restored(&mut tables, ctx)? {
+            self.watermark_floor = watermark;
+        }
         refuse_unknown_tables(self.name(), &tables)?;
         let k = self.output.keys().count();
         for batch in batches {

@@ -97,7 +97,7 @@ fn processing_time_and_global_over_windows_restore() {
         let parallelisms: &[usize] = if partitioned { &[1, 2, 3] } else { &[1] };
         for at in [3, 8, 15] {
             let (_, tables) = scenario.check(at, parallelisms);
-            assert_eq!(tables.len(), if time == OverTime::Event { 2 } else { 1 });
+            assert_eq!(tables.len(), if time == OverTime::Event { 3 } else { 1 });
         }
     }
 }
