@@ -13,8 +13,8 @@ use datafusion::physical_expr::expressions::col;
 use millrace_runtime::Operator;
 use millrace_runtime::operators::{OverFrame, OverFunction, OverTime, OverWindowOperator, OverWindowSpec};
 
-use super::harness::{Scenario, assert_restore_fails, without_column};
-use super::{input_rows, input_schema, steps};
+use super::harness::{Scenario, Step, assert_restore_fails, without_column};
+use super::{batch, input_rows, input_schema, steps};
 
 fn operator(time: OverTime, partitioned: bool) -> OverWindowOperator {
     let schema = input_schema();
@@ -118,4 +118,24 @@ fn malformed_tables_fail_naming_the_table() {
         broken.extend(tables.iter().filter(|t| t.name != table).cloned());
         assert_restore_fails(Box::new(operator(OverTime::Event, true)), broken, table);
     }
+}
+
+/// A row at or below the watermark of the checkpoint is late after the restore too.
+#[test]
+fn rows_late_before_the_checkpoint_stay_late_after_it() {
+    let make = || vec![Box::new(operator(OverTime::Event, true)) as Box<dyn Operator>];
+    let schema = input_schema();
+    let scenario = Scenario {
+        make: &make,
+        exchange_keys: vec![col("k", &schema).expect("k")],
+        output_key: vec![0],
+        steps: vec![
+            Step::Batch(batch(&[(1, 100, 1), (1, 900, 2)])),
+            Step::Watermark(500),
+            Step::Batch(batch(&[(1, 300, 4)])),
+            Step::Watermark(i64::MAX),
+        ],
+    };
+    let (after, _) = scenario.check(2, &[1, 2, 3]);
+    assert_eq!(after.len(), 1, "only the buffered row at 900 comes out: {after:?}");
 }

@@ -7,8 +7,8 @@ use datafusion::physical_expr::expressions::col;
 use millrace_runtime::Operator;
 use millrace_runtime::operators::{SessionWindowOperator, SessionWindowSpec, WindowOutputColumn};
 
-use super::harness::{Scenario, assert_restore_fails, without_column};
-use super::{input_rows, input_schema, steps, sum_and_count_distinct};
+use super::harness::{Scenario, Step, assert_restore_fails, without_column};
+use super::{batch, input_rows, input_schema, steps, sum_and_count_distinct};
 
 fn operator(keyed: bool, gap_ms: i64, allowed_lateness_ms: i64) -> SessionWindowOperator {
     let schema = input_schema();
@@ -97,4 +97,25 @@ fn malformed_tables_fail_naming_the_table() {
             "session_accumulators",
         );
     }
+}
+
+/// A row that could only open a session the watermark closed before the checkpoint is late
+/// after the restore too.
+#[test]
+fn rows_late_before_the_checkpoint_stay_late_after_it() {
+    let make = || vec![Box::new(operator(true, 300, 0)) as Box<dyn Operator>];
+    let schema = input_schema();
+    let scenario = Scenario {
+        make: &make,
+        exchange_keys: vec![col("k", &schema).expect("k")],
+        output_key: vec![0],
+        steps: vec![
+            Step::Batch(batch(&[(1, 100, 1)])),
+            Step::Watermark(1000),
+            Step::Batch(batch(&[(1, 150, 2), (2, 1200, 7)])),
+            Step::Watermark(i64::MAX),
+        ],
+    };
+    let (after, _) = scenario.check(2, &[1, 2, 3]);
+    assert_eq!(after.len(), 1, "only key 2's session fires: {after:?}");
 }

@@ -13,8 +13,8 @@ use millrace_runtime::operators::{
 };
 use millrace_runtime::state::{KEY_GROUP_COLUMN, key_groups_of};
 
-use super::harness::{MAX_PARALLELISM, Scenario, assert_restore_fails, without_column};
-use super::{input_rows, input_schema, steps, sum_and_count_distinct};
+use super::harness::{MAX_PARALLELISM, Scenario, Step, assert_restore_fails, without_column};
+use super::{batch, input_rows, input_schema, steps, sum_and_count_distinct};
 
 /// `GROUP BY k, <assigner>` with `sum(v)`, `window_end` and `count(DISTINCT v)`; the key is
 /// kept as `key_type` while the exchange hashes the INT column.
@@ -168,4 +168,26 @@ fn malformed_tables_fail_naming_the_table() {
     // A table the operator does not have.
     let tables = vec![TableSnapshot { name: "session_accumulators".into(), batches: Vec::new() }];
     assert_restore_fails(fresh(), tables, "session_accumulators");
+}
+
+/// A row for a window the watermark closed before the checkpoint is late after the restore
+/// too, though the restored operator starts at no watermark.
+#[test]
+fn rows_late_before_the_checkpoint_stay_late_after_it() {
+    let make =
+        || vec![Box::new(operator(WindowAssigner::Tumbling { size_ms: 1000 }, true, 0)) as Box<dyn Operator>];
+    let schema = input_schema();
+    let scenario = Scenario {
+        make: &make,
+        exchange_keys: vec![col("k", &schema).expect("k")],
+        output_key: vec![0, 1],
+        steps: vec![
+            Step::Batch(batch(&[(1, 100, 1), (2, 300, 1)])),
+            Step::Watermark(1500),
+            Step::Batch(batch(&[(1, 200, 5), (2, 1700, 3)])),
+            Step::Watermark(i64::MAX),
+        ],
+    };
+    let (after, _) = scenario.check(2, &[1, 2, 3]);
+    assert_eq!(after.len(), 1, "only key 2's window [1000, 2000) fires: {after:?}");
 }
