@@ -175,3 +175,73 @@ fn malformed_tables_fail_naming_the_table() {
     let filter = filtered_chain().pop().expect("filter");
     assert_restore_fails(filter, without_column(&tables, "passed_keys", 1), "passed_keys");
 }
+
+/// A sum whose partial states cannot be merged (DataFusion's `merge_batch` is optional in
+/// spirit: some UDAFs refuse it).
+#[derive(Debug, Default)]
+struct UnmergeableSum(i64);
+
+impl datafusion::logical_expr::Accumulator for UnmergeableSum {
+    fn update_batch(&mut self, values: &[arrow::array::ArrayRef]) -> datafusion::common::Result<()> {
+        use arrow::array::AsArray;
+        let values = values[0].as_primitive::<arrow::datatypes::Int64Type>();
+        self.0 += values.iter().flatten().sum::<i64>();
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> datafusion::common::Result<datafusion::common::ScalarValue> {
+        Ok(datafusion::common::ScalarValue::Int64(Some(self.0)))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+    }
+
+    fn state(&mut self) -> datafusion::common::Result<Vec<datafusion::common::ScalarValue>> {
+        Ok(vec![datafusion::common::ScalarValue::Int64(Some(self.0))])
+    }
+
+    fn merge_batch(&mut self, _states: &[arrow::array::ArrayRef]) -> datafusion::common::Result<()> {
+        datafusion::common::not_impl_err!("unmergeable_sum has no merge")
+    }
+}
+
+#[test]
+fn an_aggregate_that_cannot_merge_fails_the_snapshot_naming_it() {
+    use datafusion::logical_expr::{Volatility, create_udaf};
+    use millrace_types::Watermark;
+
+    let schema = input_schema();
+    let udaf = create_udaf(
+        "unmergeable_sum",
+        vec![DataType::Int64],
+        Arc::new(DataType::Int64),
+        Volatility::Immutable,
+        Arc::new(|_| Ok(Box::new(UnmergeableSum::default()))),
+        Arc::new(vec![DataType::Int64]),
+    );
+    let aggregate = datafusion::physical_expr::aggregate::AggregateExprBuilder::new(
+        Arc::new(udaf),
+        vec![col("v", &schema).expect("v")],
+    )
+    .schema(Arc::clone(&schema))
+    .alias("s")
+    .build()
+    .expect("aggregate");
+    let mut op = UpdatingAggregateOperator::try_new(UpdatingAggregateSpec {
+        keys: vec![col("k", &schema).expect("k")],
+        aggregates: vec![Arc::new(aggregate)],
+        output_schema: Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int32, true),
+            Field::new("s", DataType::Int64, true),
+        ])),
+        input_schema: Arc::clone(&schema),
+    })
+    .expect("operator");
+    let ctx = super::harness::context(0, 1, Watermark::MIN);
+    op.process_batch(super::batch(&[(1, 0, 5)]), &ctx, &mut Vec::new()).expect("batch");
+    let err = op.snapshot_state(&ctx).expect_err("an unmergeable aggregate cannot be checkpointed");
+    let message = err.to_string();
+    assert!(message.contains("group_accumulators") && message.contains("s"), "{message}");
+    assert!(message.contains("cannot be checkpointed"), "{message}");
+}
