@@ -27,7 +27,7 @@ use crate::error::OperatorError;
 use crate::operator::{Operator, OperatorContext, StateScope, StateTable};
 use crate::operators::accumulator_state::AccumulatorState;
 use crate::operators::state_table::{StateLayout, refuse_unknown_tables};
-use crate::operators::window_aggregate::{aggregate_arguments, key_columns, update_group};
+use crate::operators::window_aggregate::{aggregate_arguments, update_group};
 use crate::operators::window_output::{EmittedRow, GroupState, WindowOutput, WindowOutputColumn};
 use crate::state::TableSnapshot;
 
@@ -185,7 +185,7 @@ impl Operator for CountWindowOperator {
             }
         }
         let rows = keys.len();
-        let (mut columns, key_groups) = key_columns(&self.output, &keys, ctx)?;
+        let (mut columns, key_groups) = self.output.key_columns(&keys, ctx.max_parallelism)?;
         columns.push(Arc::new(UInt64Array::from(rows_seen)) as ArrayRef);
         columns.push(Arc::new(UInt64Array::from(sequences)));
         columns.extend(state.finish()?);

@@ -16,7 +16,7 @@ use arrow::row::{Row, RowConverter, Rows, SortField};
 use datafusion_physical_expr::PhysicalExpr;
 
 use crate::error::OperatorError;
-use crate::state::key_groups_of;
+use crate::state::key_groups_as;
 
 /// The key expressions of an operator and the row converter for them.
 pub(crate) struct GroupKeys {
@@ -96,14 +96,8 @@ impl GroupKeys {
 
     /// The key group of every decoded key (`columns` in output types), as the hash exchange
     /// computes it for the rows that carry these keys: cast back to the types the key
-    /// expressions evaluate to, then [`key_groups_of`].
+    /// expressions evaluate to, then [`crate::state::key_groups_of`].
     pub fn key_groups(&self, columns: &[ArrayRef], max_parallelism: u32) -> Result<Vec<u32>, OperatorError> {
-        let rows = columns.first().map_or(0, |c| c.len());
-        let hashed = columns
-            .iter()
-            .zip(&self.exchange_types)
-            .map(|(c, t)| if c.data_type() == t { Ok(Arc::clone(c)) } else { cast(c, t) })
-            .collect::<Result<Vec<_>, _>>()?;
-        key_groups_of(&hashed, rows, max_parallelism)
+        key_groups_as(columns, &self.exchange_types, max_parallelism)
     }
 }

@@ -27,7 +27,7 @@ use crate::error::OperatorError;
 use crate::operator::{Operator, OperatorContext, StateScope, StateTable};
 use crate::operators::accumulator_state::AccumulatorState;
 use crate::operators::state_table::{StateLayout, WatermarkTable, refuse_unknown_tables};
-use crate::operators::window_aggregate::{aggregate_arguments, evaluate_time_ms, key_columns, update_group};
+use crate::operators::window_aggregate::{aggregate_arguments, evaluate_time_ms, update_group};
 use crate::operators::window_output::{EmittedRow, GroupState, WindowOutput, WindowOutputColumn};
 use crate::state::TableSnapshot;
 
@@ -333,7 +333,7 @@ impl Operator for SessionWindowOperator {
             state.push_all(&mut session.accumulators)?;
         }
         let rows = keys.len();
-        let (mut columns, key_groups) = key_columns(&self.output, &keys, ctx)?;
+        let (mut columns, key_groups) = self.output.key_columns(&keys, ctx.max_parallelism)?;
         columns.push(Arc::new(Int64Array::from(starts)) as ArrayRef);
         columns.push(Arc::new(Int64Array::from(ends)));
         columns.push(Arc::new(BooleanArray::from(pending)));

@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array};
-use arrow::compute::{cast, take_record_batch};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::{DataType, Field, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{OwnedRow, RowConverter, SortField};
@@ -28,7 +28,7 @@ use millrace_types::changelog::{row_kind_array, split_row_kinds};
 use crate::error::OperatorError;
 use crate::operator::{Operator, OperatorContext, StateScope, StateTable};
 use crate::operators::state_table::{StateLayout, refuse_unknown_tables};
-use crate::state::{TableSnapshot, key_groups_of};
+use crate::state::{TableSnapshot, key_groups_as};
 
 /// Filters an upsert stream keyed by `key` (column indices of its batches).
 pub struct UpsertFilterOperator {
@@ -166,12 +166,7 @@ impl Operator for UpsertFilterOperator {
             return Ok(vec![self.layout.snapshot(Vec::new(), vec![passed], 1)?]);
         }
         let columns = self.converter.convert_rows(self.passed.iter().map(|k| k.row()))?;
-        let hashed = columns
-            .iter()
-            .zip(&self.exchange_key_types)
-            .map(|(c, t)| if c.data_type() == t { Ok(Arc::clone(c)) } else { cast(c, t) })
-            .collect::<Result<Vec<_>, _>>()?;
-        let key_groups = key_groups_of(&hashed, rows, ctx.max_parallelism)?;
+        let key_groups = key_groups_as(&columns, &self.exchange_key_types, ctx.max_parallelism)?;
         Ok(vec![self.layout.snapshot(key_groups, columns, rows)?])
     }
 

@@ -340,7 +340,7 @@ impl Operator for WindowAggregateOperator {
             }
         }
         let rows = keys.len();
-        let (mut columns, key_groups) = key_columns(&self.output, &keys, ctx)?;
+        let (mut columns, key_groups) = self.output.key_columns(&keys, ctx.max_parallelism)?;
         columns.push(Arc::new(Int64Array::from(starts)));
         columns.push(Arc::new(Int64Array::from(ends)));
         columns.push(Arc::new(BooleanArray::from(pending)));
@@ -379,20 +379,6 @@ impl Operator for WindowAggregateOperator {
         }
         Ok(())
     }
-}
-
-/// The decoded key columns of `keys` and their key groups (nothing for a global operator).
-pub(crate) fn key_columns(
-    output: &WindowOutput,
-    keys: &[OwnedRow],
-    ctx: &OperatorContext,
-) -> Result<(Vec<ArrayRef>, Vec<u32>), OperatorError> {
-    if !output.is_keyed() || keys.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let columns = output.keys().columns(keys.iter().map(|k| k.row()))?;
-    let key_groups = output.keys().key_groups(&columns, ctx.max_parallelism)?;
-    Ok((columns, key_groups))
 }
 
 #[cfg(test)]

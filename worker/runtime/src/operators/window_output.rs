@@ -90,6 +90,21 @@ impl WindowOutput {
         &self.keys
     }
 
+    /// The decoded key columns of `keys` and their key groups, for a state table (nothing for
+    /// a global operator).
+    pub fn key_columns(
+        &self,
+        keys: &[OwnedRow],
+        max_parallelism: u32,
+    ) -> Result<(Vec<ArrayRef>, Vec<u32>), OperatorError> {
+        if !self.keys.is_keyed() || keys.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let columns = self.keys.columns(keys.iter().map(|k| k.row()))?;
+        let key_groups = self.keys.key_groups(&columns, max_parallelism)?;
+        Ok((columns, key_groups))
+    }
+
     pub fn is_keyed(&self) -> bool {
         self.keys.is_keyed()
     }
