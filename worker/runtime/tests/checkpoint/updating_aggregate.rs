@@ -245,3 +245,37 @@ fn an_aggregate_that_cannot_merge_fails_the_snapshot_naming_it() {
     assert!(message.contains("group_accumulators") && message.contains("s"), "{message}");
     assert!(message.contains("cannot be checkpointed"), "{message}");
 }
+
+/// `SELECT total, n FROM (global aggregate) WHERE total % 2 = 0`: the filter's one implicit
+/// key, in an instance table.
+#[test]
+fn an_upsert_filter_behind_a_global_aggregate_restores() {
+    let make = || {
+        let logical = Arc::new(Schema::new(vec![
+            Field::new("total", DataType::Int64, true),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let total = col("total", &logical).expect("total");
+        let parity = binary(total, BinaryOperator::Modulo, lit(2i64), &logical).expect("modulo");
+        let predicate = binary(parity, BinaryOperator::Eq, lit(0i64), &logical).expect("predicate");
+        vec![
+            Box::new(aggregate(false, DataType::Int32)) as Box<dyn Operator>,
+            Box::new(
+                UpsertFilterOperator::try_new(predicate, Vec::new(), &logical, Vec::new()).expect("filter"),
+            ),
+        ]
+    };
+    let scenario = Scenario {
+        make: &make,
+        exchange_keys: Vec::new(),
+        output_key: Vec::new(),
+        steps: steps(&input_rows(60, 5), 3, 0),
+    };
+    let mut passed = 0;
+    for at in [2, 5, 9, 14, 21] {
+        let (_, tables) = scenario.check(at, &[1]);
+        let table = tables.iter().find(|t| t.name == "passed_keys").expect("passed_keys");
+        passed += table.batches.iter().map(|b| b.num_rows()).sum::<usize>();
+    }
+    assert!(passed > 0, "the global row was passed on at some snapshot");
+}
