@@ -77,6 +77,9 @@ pub enum OperatorSpec {
         predicate: Arc<dyn PhysicalExpr>,
         key: Vec<usize>,
         schema: SchemaRef,
+        /// The type the hash exchange in front of the updating aggregate hashed each key
+        /// column as (its group expression's type), for the key groups of checkpointed keys.
+        exchange_key_types: Vec<arrow::datatypes::DataType>,
     },
     CountWindow(CountWindowSpec),
     OverWindow(OverWindowSpec),
@@ -96,8 +99,13 @@ impl OperatorSpec {
             OperatorSpec::UpdatingAggregate(spec) => {
                 Box::new(UpdatingAggregateOperator::try_new(spec.clone())?)
             }
-            OperatorSpec::UpsertFilter { predicate, key, schema } => {
-                Box::new(UpsertFilterOperator::try_new(Arc::clone(predicate), key.clone(), schema)?)
+            OperatorSpec::UpsertFilter { predicate, key, schema, exchange_key_types } => {
+                Box::new(UpsertFilterOperator::try_new(
+                    Arc::clone(predicate),
+                    key.clone(),
+                    schema,
+                    exchange_key_types.clone(),
+                )?)
             }
             OperatorSpec::CountWindow(spec) => Box::new(CountWindowOperator::try_new(spec.clone())?),
             OperatorSpec::OverWindow(spec) => Box::new(OverWindowOperator::try_new(spec.clone())?),

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, BooleanArray, UInt32Array};
-use arrow::compute::filter_record_batch;
+use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Field, UInt32Type};
 use arrow::record_batch::RecordBatch;
 use datafusion_common::hash_utils::{RandomState, create_hashes};
@@ -64,6 +64,30 @@ pub fn key_groups_of(
     Ok(hashes.iter().map(|h| KeyGroup::of_hash(*h, max_parallelism).0).collect())
 }
 
+/// [`key_groups_of`] for key columns an operator keeps in other types than the exchange
+/// hashes: each column is first cast to `types` (what the exchange's key expressions
+/// evaluate to).
+pub fn key_groups_as(
+    columns: &[ArrayRef],
+    types: &[DataType],
+    max_parallelism: u32,
+) -> Result<Vec<u32>, OperatorError> {
+    if columns.len() != types.len() {
+        return Err(OperatorError::Invalid(format!(
+            "{} key columns but {} key types",
+            columns.len(),
+            types.len()
+        )));
+    }
+    let rows = columns.first().map_or(0, |c| c.len());
+    let hashed = columns
+        .iter()
+        .zip(types)
+        .map(|(c, t)| if c.data_type() == t { Ok(Arc::clone(c)) } else { cast(c, t) })
+        .collect::<Result<Vec<_>, _>>()?;
+    key_groups_of(&hashed, rows, max_parallelism)
+}
+
 /// The field of the key-group column, for operators building a keyed table's schema.
 pub fn key_group_field() -> Field {
     Field::new(KEY_GROUP_COLUMN, DataType::UInt32, false)
@@ -106,6 +130,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn key_groups_as_hashes_the_exchange_types() -> Result<(), OperatorError> {
+        let ints: ArrayRef = Arc::new(arrow::array::Int32Array::from(vec![1, 2, 3, 4, 5]));
+        let doubles: ArrayRef = Arc::new(arrow::array::Float64Array::from(vec![1.0, 2.0, 3.0, 4.0, 5.0]));
+        let exchange = key_groups_of(&[Arc::clone(&ints)], 5, 128)?;
+        assert_eq!(key_groups_as(&[Arc::clone(&doubles)], &[DataType::Int32], 128)?, exchange);
+        assert_ne!(key_groups_of(&[doubles], 5, 128)?, exchange, "the cast is what makes them equal");
+        assert_eq!(key_groups_as(&[ints], &[DataType::Int32], 128)?, exchange);
+        Ok(())
     }
 
     #[test]

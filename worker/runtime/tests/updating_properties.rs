@@ -47,6 +47,7 @@ fn operator() -> UpdatingAggregateOperator {
             Field::new("total", DataType::Int64, true),
             Field::new("values", DataType::Int64, false),
         ])),
+        input_schema: Arc::clone(&schema),
     })
     .expect("operator")
 }

@@ -72,6 +72,7 @@ fn operator(kind: Kind, allowed_lateness_ms: i64) -> Box<dyn Operator> {
                 output_schema: output,
                 allowed_lateness_ms,
                 late_side_output: true,
+                input_schema: Arc::clone(&schema),
             })
             .expect("operator"),
         ),
@@ -86,6 +87,7 @@ fn operator(kind: Kind, allowed_lateness_ms: i64) -> Box<dyn Operator> {
                 output_schema: output,
                 allowed_lateness_ms,
                 late_side_output: true,
+                input_schema: Arc::clone(&schema),
             })
             .expect("operator"),
         ),

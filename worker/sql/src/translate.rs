@@ -23,7 +23,7 @@ mod updating;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::datatypes::Schema;
+use arrow::datatypes::{DataType, Schema};
 use datafusion::common::DFSchema;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::execution::context::ExecutionProps;
@@ -63,6 +63,9 @@ struct Partial {
     /// `Some(key)` when the subtree's output is an upsert stream keyed by these output
     /// columns (its batches carry the row-kind column after them); `None`: append-only.
     changelog: Option<Vec<usize>>,
+    /// For an upsert stream, the type the hash exchange in front of the updating aggregate
+    /// hashed each key column as (in key order; projections may cast the key columns).
+    changelog_exchange_types: Vec<DataType>,
 }
 
 impl Partial {
@@ -152,6 +155,7 @@ impl<'a> Translator<'a> {
                     time,
                     late: None,
                     changelog: None,
+                    changelog_exchange_types: Vec::new(),
                 };
                 if let Some(projection) = &scan.projection {
                     let exprs: Vec<Arc<dyn PhysicalExpr>> = projection
@@ -177,6 +181,7 @@ impl<'a> Translator<'a> {
                         predicate,
                         key: key.clone(),
                         schema: Arc::new(filter.input.schema().as_arrow().clone()),
+                        exchange_key_types: partial.changelog_exchange_types.clone(),
                     },
                 };
                 partial.push(operator);
@@ -339,6 +344,7 @@ impl<'a> Translator<'a> {
         let allowed_lateness_ms = table.watermark.map_or(0, |w| w.allowed_lateness_ms);
         let late_side_output = table.late_output.is_some();
         let output_schema = Arc::new(aggregate.schema.as_arrow().clone());
+        let input_schema = Arc::new(input.as_arrow().clone());
         let operator = match assigner {
             Some(assigner) => OperatorSpec::WindowAggregate(WindowAggregateSpec {
                 time,
@@ -350,6 +356,7 @@ impl<'a> Translator<'a> {
                 output_schema,
                 allowed_lateness_ms,
                 late_side_output,
+                input_schema: Arc::clone(&input_schema),
             }),
             None => OperatorSpec::SessionWindow(SessionWindowSpec {
                 time,
@@ -361,6 +368,7 @@ impl<'a> Translator<'a> {
                 output_schema,
                 allowed_lateness_ms,
                 late_side_output,
+                input_schema,
             }),
         };
         if late_side_output {

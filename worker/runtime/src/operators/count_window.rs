@@ -8,12 +8,16 @@
 //! window). Each window holds plain DataFusion accumulators, updated once per batch with its
 //! rows of the batch, so every aggregate works; a row updates the `ceil(size/slide)` windows
 //! it lies in.
+//!
+//! State (`count_windows`): per key its row count and one row per open window (sequence
+//! number and accumulators' state); a key without an open window has one row with a NULL
+//! sequence.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use arrow::array::UInt32Array;
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, ArrayRef, AsArray, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Field, SchemaRef, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use arrow::row::OwnedRow;
 use datafusion_physical_expr::PhysicalExpr;
@@ -21,8 +25,11 @@ use datafusion_physical_expr::aggregate::AggregateFunctionExpr;
 
 use crate::error::OperatorError;
 use crate::operator::{Operator, OperatorContext, StateScope, StateTable};
+use crate::operators::accumulator_state::AccumulatorState;
+use crate::operators::state_table::{StateLayout, refuse_unknown_tables};
 use crate::operators::window_aggregate::{aggregate_arguments, update_group};
 use crate::operators::window_output::{EmittedRow, GroupState, WindowOutput, WindowOutputColumn};
+use crate::state::TableSnapshot;
 
 /// What the planner hands the count window operator.
 #[derive(Clone)]
@@ -40,6 +47,8 @@ pub struct CountWindowSpec {
     /// Group columns (keys with the sequence number, BIGINT, at `window_position`), then the
     /// aggregates.
     pub output_schema: SchemaRef,
+    /// The schema of the rows the operator receives (what the hash exchange hashes keys of).
+    pub input_schema: SchemaRef,
 }
 
 /// One open window of one key.
@@ -62,6 +71,8 @@ pub struct CountWindowOperator {
     spec: CountWindowSpec,
     output: WindowOutput,
     keys: HashMap<OwnedRow, KeyWindows>,
+    accumulator_state: AccumulatorState,
+    layout: StateLayout,
 }
 
 impl CountWindowOperator {
@@ -78,8 +89,16 @@ impl CountWindowOperator {
             spec.window_position,
             columns,
             Arc::clone(&spec.output_schema),
+            &spec.input_schema,
         )?;
-        Ok(Self { spec, output, keys: HashMap::new() })
+        let accumulator_state = AccumulatorState::try_new(&spec.aggregates)?;
+        let scope = if output.is_keyed() { StateScope::KeyGroups } else { StateScope::Instance };
+        let mut fields = output.key_fields();
+        fields.push(Field::new("rows_seen", DataType::UInt64, false));
+        fields.push(Field::new("sequence", DataType::UInt64, true));
+        fields.extend(accumulator_state.fields());
+        let layout = StateLayout::new("count_windows", scope, fields);
+        Ok(Self { spec, output, keys: HashMap::new(), accumulator_state, layout })
     }
 }
 
@@ -89,8 +108,7 @@ impl Operator for CountWindowOperator {
     }
 
     fn state_tables(&self) -> Vec<StateTable> {
-        let scope = if self.output.is_keyed() { StateScope::KeyGroups } else { StateScope::Instance };
-        vec![StateTable { name: "count_windows", scope }]
+        vec![self.layout.table()]
     }
 
     fn process_batch(
@@ -148,6 +166,64 @@ impl Operator for CountWindowOperator {
         }
         Ok(())
     }
+
+    fn snapshot_state(&mut self, ctx: &OperatorContext) -> Result<Vec<TableSnapshot>, OperatorError> {
+        let (mut keys, mut rows_seen, mut sequences) = (Vec::new(), Vec::new(), Vec::new());
+        let mut state = self.accumulator_state.builder(&self.layout);
+        for (key, windows) in &mut self.keys {
+            if windows.open.is_empty() {
+                keys.push(key.clone());
+                rows_seen.push(windows.rows_seen);
+                sequences.push(None);
+                state.push_nulls()?;
+            }
+            for window in &mut windows.open {
+                keys.push(key.clone());
+                rows_seen.push(windows.rows_seen);
+                sequences.push(Some(window.sequence));
+                state.push_all(&mut window.accumulators)?;
+            }
+        }
+        let rows = keys.len();
+        let (mut columns, key_groups) = self.output.key_columns(&keys, ctx.max_parallelism)?;
+        columns.push(Arc::new(UInt64Array::from(rows_seen)) as ArrayRef);
+        columns.push(Arc::new(UInt64Array::from(sequences)));
+        columns.extend(state.finish()?);
+        Ok(vec![self.layout.snapshot(key_groups, columns, rows)?])
+    }
+
+    fn restore_state(
+        &mut self,
+        mut tables: Vec<TableSnapshot>,
+        ctx: &OperatorContext,
+    ) -> Result<(), OperatorError> {
+        let batches = self.layout.take_restored(&mut tables, ctx)?;
+        refuse_unknown_tables(self.name(), &tables)?;
+        let k = self.output.keys().count();
+        for batch in batches {
+            let keys = self.output.keys().rows_of_columns(&batch.columns()[..k], batch.num_rows())?;
+            let rows_seen = batch.column(k).as_primitive::<UInt64Type>();
+            let sequences = batch.column(k + 1).as_primitive::<UInt64Type>();
+            let state = &batch.columns()[k + 2..];
+            for i in 0..batch.num_rows() {
+                let windows = self.keys.entry(keys.row(i).owned()).or_default();
+                windows.rows_seen = rows_seen.value(i);
+                if sequences.is_valid(i) {
+                    let accumulators = self.accumulator_state.restore_all(&self.layout, state, i)?;
+                    windows.open.push_back(OpenWindow {
+                        sequence: sequences.value(i),
+                        accumulators,
+                        batch_rows: Vec::new(),
+                    });
+                }
+            }
+        }
+        // Oldest window first, as processing keeps them.
+        for windows in self.keys.values_mut() {
+            windows.open.make_contiguous().sort_by_key(|w| w.sequence);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -185,6 +261,7 @@ mod tests {
             window_position: usize::from(keyed),
             aggregates: vec![Arc::new(sum)],
             output_schema: Arc::new(Schema::new(fields)),
+            input_schema: input,
         })
         .expect("operator")
     }

@@ -1,5 +1,6 @@
 //! The operators, one file each. They are built from specs the SQL planner produces.
 
+mod accumulator_state;
 mod count_window;
 mod filter;
 mod group_keys;
@@ -7,6 +8,7 @@ mod over_frame;
 mod over_window;
 mod projection;
 mod session_window;
+mod state_table;
 mod unnest;
 mod updating_aggregate;
 mod upsert_filter;

@@ -3,13 +3,15 @@
 //! DataFusion accumulator plus the argument values still inside the frame, so rows can be
 //! retracted (`retract_batch`) when they leave it. It knows nothing of time kinds, buffering
 //! or watermarks: callers feed it one partition's rows in processing order with their order
-//! values.
+//! values. For checkpoints a bounded frame is its retained rows (a restore replays them into a
+//! fresh accumulator, which then holds exactly what the frame holds, so retraction goes on as
+//! before), an unbounded one its accumulator.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, UInt32Array};
-use arrow::compute::take;
+use arrow::array::{Array, ArrayRef, UInt32Array};
+use arrow::compute::{concat, take};
 use datafusion_common::ScalarValue;
 use datafusion_expr::Accumulator;
 use datafusion_physical_expr::aggregate::AggregateFunctionExpr;
@@ -29,7 +31,7 @@ pub enum OverFrame {
 }
 
 impl OverFrame {
-    fn is_bounded(self) -> bool {
+    pub(crate) fn is_bounded(self) -> bool {
         matches!(self, OverFrame::Rows { preceding: Some(_) } | OverFrame::Range { preceding_ms: Some(_) })
     }
 }
@@ -40,6 +42,9 @@ pub struct OverFunction {
     pub aggregate: Arc<AggregateFunctionExpr>,
     pub frame: OverFrame,
 }
+
+/// Rows of a frame: each row's order value, and the argument columns.
+pub(crate) type FrameRows = (Vec<i64>, Vec<ArrayRef>);
 
 /// One window function's state in one partition.
 pub(crate) struct FunctionFrame {
@@ -60,6 +65,65 @@ impl FunctionFrame {
             function.aggregate.create_accumulator()?
         };
         Ok(Self { frame: function.frame, accumulator, retained: VecDeque::new() })
+    }
+
+    /// A frame restored from a checkpoint. Bounded: `times` and `arguments` are the rows
+    /// inside the frame, oldest first ([`FunctionFrame::retained_rows`]); unbounded:
+    /// `accumulator` holds the state and there are no rows.
+    pub fn restored(
+        function: &OverFunction,
+        accumulator: Option<Box<dyn Accumulator>>,
+        times: &[i64],
+        arguments: &[ArrayRef],
+    ) -> Result<Self, OperatorError> {
+        let mut restored = Self::try_new(function)?;
+        if !function.frame.is_bounded() {
+            if let Some(accumulator) = accumulator {
+                restored.accumulator = accumulator;
+            }
+            return Ok(restored);
+        }
+        // ROWS keeps one entry per row; RANGE one per peer group (rows of equal order value,
+        // adjacent in processing order).
+        let mut start = 0;
+        while start < times.len() {
+            let len = match restored.frame {
+                OverFrame::Rows { .. } => 1,
+                OverFrame::Range { .. } => times[start..].iter().take_while(|t| **t == times[start]).count(),
+            };
+            let entry: Vec<ArrayRef> = arguments.iter().map(|a| a.slice(start, len)).collect();
+            restored.accumulator.update_batch(&entry)?;
+            restored.retained.push_back((times[start], entry));
+            start += len;
+        }
+        Ok(restored)
+    }
+
+    pub fn is_bounded(&self) -> bool {
+        self.frame.is_bounded()
+    }
+
+    /// The rows inside a bounded frame, oldest first: their order values and argument
+    /// columns (`None` when it holds none).
+    pub fn retained_rows(&self) -> Result<Option<FrameRows>, OperatorError> {
+        let Some((_, first)) = self.retained.front() else { return Ok(None) };
+        let times = self
+            .retained
+            .iter()
+            .flat_map(|(t, args)| std::iter::repeat_n(*t, args.first().map_or(1, |a| a.len())))
+            .collect();
+        let columns = (0..first.len())
+            .map(|c| {
+                let parts: Vec<&dyn Array> = self.retained.iter().map(|(_, args)| args[c].as_ref()).collect();
+                concat(&parts)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((times, columns)))
+    }
+
+    /// The accumulator (of an unbounded frame, for its checkpointed state).
+    pub fn accumulator_mut(&mut self) -> &mut Box<dyn Accumulator> {
+        &mut self.accumulator
     }
 
     /// Adds one partition's rows `indices` (processing order) of a batch whose argument

@@ -12,14 +12,20 @@
 //!   OVER windows. Rows with a NULL timestamp are dropped too. End of input (`+inf`) flushes
 //!   the buffer.
 //!
+//! State: `over_frames`, per partition and window function either the rows still inside a
+//! bounded frame (one state row each: order value and arguments) or an unbounded frame's
+//! accumulator state (one state row); and for event time `over_buffered_rows`, the input rows
+//! still waiting for the watermark, and `over_watermark`, the watermark at the checkpoint (see
+//! [`WatermarkTable`]).
+//!
 //! [`over_frame`]: crate::operators::over_frame
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, BooleanArray, UInt32Array};
-use arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
-use arrow::datatypes::{DataType, SchemaRef, TimestampMillisecondType};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, UInt32Array, new_null_array};
+use arrow::compute::{cast, concat, concat_batches, filter_record_batch, take_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMillisecondType, UInt32Type};
 use arrow::record_batch::RecordBatch;
 use arrow::row::OwnedRow;
 use datafusion_common::ScalarValue;
@@ -28,9 +34,12 @@ use millrace_types::Watermark;
 
 use crate::error::OperatorError;
 use crate::operator::{Operator, OperatorContext, StateScope, StateTable};
+use crate::operators::accumulator_state::AccumulatorState;
 use crate::operators::group_keys::GroupKeys;
 use crate::operators::over_frame::{FunctionFrame, OverFunction};
+use crate::operators::state_table::{StateLayout, WatermarkTable, refuse_unknown_tables};
 use crate::operators::window_aggregate::{aggregate_arguments, evaluate_time_ms};
+use crate::state::{TableSnapshot, key_groups_of};
 
 /// Which time the window is ordered by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,17 +73,222 @@ pub struct OverWindowOperator {
     buffered: Vec<RecordBatch>,
     /// The smallest timestamp in `buffered`, so a watermark that releases nothing is cheap.
     buffered_min: Option<i64>,
+    checkpoint: OverCheckpoint,
+    /// Event time: the watermark restored from a checkpoint, which lateness and release never
+    /// go below.
+    watermark_floor: Watermark,
+}
+
+/// One function's frame in one partition as read back: an unbounded frame's accumulator, or
+/// a bounded frame's rows (order values and one-row argument slices).
+type RestoredFrame = (Option<Box<dyn datafusion_expr::Accumulator>>, Vec<i64>, Vec<Vec<ArrayRef>>);
+
+/// The layout of the OVER operator's state tables.
+struct OverCheckpoint {
+    /// The operator's input (the output's leading columns).
+    input: SchemaRef,
+    /// Every function's aggregate state (written for unbounded frames only).
+    accumulators: AccumulatorState,
+    /// Per function, the types of its arguments (written for bounded frames only).
+    argument_types: Vec<Vec<DataType>>,
+    frames: StateLayout,
+    buffered: StateLayout,
+    watermark: WatermarkTable,
+}
+
+impl OverCheckpoint {
+    fn try_new(spec: &OverWindowSpec) -> Result<Self, OperatorError> {
+        let inputs = spec.output_schema.fields().len().saturating_sub(spec.functions.len());
+        let input = Arc::new(Schema::new(spec.output_schema.fields()[..inputs].to_vec()));
+        let aggregates: Vec<_> = spec.functions.iter().map(|f| Arc::clone(&f.aggregate)).collect();
+        let accumulators = AccumulatorState::try_new(&aggregates)?;
+        let argument_types = aggregates
+            .iter()
+            .map(|a| a.expressions().iter().map(|e| e.data_type(&input)).collect::<Result<Vec<_>, _>>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let scope = if spec.partition_by.is_empty() { StateScope::Instance } else { StateScope::KeyGroups };
+        let mut fields: Vec<Field> = spec
+            .partition_types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Field::new(format!("partition_{i}"), t.clone(), true))
+            .collect();
+        fields.push(Field::new("function", DataType::UInt32, false));
+        fields.push(Field::new("order_time", DataType::Int64, true));
+        for (f, types) in argument_types.iter().enumerate() {
+            for (a, t) in types.iter().enumerate() {
+                fields.push(Field::new(format!("function_{f}_argument_{a}"), t.clone(), true));
+            }
+        }
+        fields.extend(accumulators.fields());
+        let frames = StateLayout::new("over_frames", scope, fields);
+        let buffered = StateLayout::new(
+            "over_buffered_rows",
+            scope,
+            input.fields().iter().map(|f| f.as_ref().clone()).collect(),
+        );
+        let watermark = WatermarkTable::new("over_watermark", scope);
+        Ok(Self { input, accumulators, argument_types, frames, buffered, watermark })
+    }
 }
 
 impl OverWindowOperator {
     pub fn try_new(spec: OverWindowSpec) -> Result<Self, OperatorError> {
+        let checkpoint = OverCheckpoint::try_new(&spec)?;
         Ok(Self {
-            partition_keys: GroupKeys::try_new(spec.partition_by.clone(), spec.partition_types.clone())?,
+            partition_keys: GroupKeys::try_new(
+                spec.partition_by.clone(),
+                spec.partition_types.clone(),
+                &checkpoint.input,
+            )?,
             spec,
             partitions: HashMap::new(),
             buffered: Vec::new(),
             buffered_min: None,
+            checkpoint,
+            watermark_floor: Watermark::MIN,
         })
+    }
+
+    /// `over_frames`: per partition and function, a bounded frame's rows or an unbounded
+    /// frame's accumulator state.
+    fn snapshot_frames(&mut self, ctx: &OperatorContext) -> Result<TableSnapshot, OperatorError> {
+        let checkpoint = &self.checkpoint;
+        let mut keys = Vec::new();
+        let mut functions: Vec<u32> = Vec::new();
+        let mut times: Vec<Option<i64>> = Vec::new();
+        // Per function and argument, the pieces of its column (nulls for other functions' rows).
+        let mut arguments: Vec<Vec<Vec<ArrayRef>>> =
+            checkpoint.argument_types.iter().map(|types| vec![Vec::new(); types.len()]).collect();
+        let mut state = checkpoint.accumulators.builder(&checkpoint.frames);
+        for (key, frames) in &mut self.partitions {
+            for (f, frame) in frames.iter_mut().enumerate() {
+                let rows = if frame.is_bounded() {
+                    let Some((frame_times, columns)) = frame.retained_rows()? else { continue };
+                    for (a, column) in columns.into_iter().enumerate() {
+                        arguments[f][a].push(column);
+                    }
+                    for _ in &frame_times {
+                        state.push_nulls()?;
+                    }
+                    let rows = frame_times.len();
+                    times.extend(frame_times.into_iter().map(Some));
+                    rows
+                } else {
+                    state.push_one(f, frame.accumulator_mut())?;
+                    times.push(None);
+                    1
+                };
+                for (other, types) in checkpoint
+                    .argument_types
+                    .iter()
+                    .enumerate()
+                    .filter(|(o, _)| *o != f || !frame.is_bounded())
+                {
+                    for (a, t) in types.iter().enumerate() {
+                        arguments[other][a].push(new_null_array(t, rows));
+                    }
+                }
+                functions.extend(std::iter::repeat_n(f as u32, rows));
+                keys.extend(std::iter::repeat_n(key.clone(), rows));
+            }
+        }
+        let rows = keys.len();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        let mut key_groups = Vec::new();
+        if self.partition_keys.is_keyed() && rows > 0 {
+            columns = self.partition_keys.columns(keys.iter().map(|k| k.row()))?;
+            key_groups = self.partition_keys.key_groups(&columns, ctx.max_parallelism)?;
+        }
+        columns.push(Arc::new(UInt32Array::from(functions)));
+        columns.push(Arc::new(Int64Array::from(times)));
+        for (pieces, types) in arguments.iter().zip(&checkpoint.argument_types) {
+            for (parts, t) in pieces.iter().zip(types) {
+                let parts: Vec<&dyn Array> = parts.iter().map(|p| p.as_ref()).collect();
+                columns.push(if parts.is_empty() { new_null_array(t, 0) } else { concat(&parts)? });
+            }
+        }
+        columns.extend(state.finish()?);
+        checkpoint.frames.snapshot(key_groups, columns, rows)
+    }
+
+    /// `over_buffered_rows`: the rows waiting for the watermark, keyed as the exchange keys
+    /// them (the partition expressions evaluated on the rows themselves).
+    fn snapshot_buffered(&self, ctx: &OperatorContext) -> Result<TableSnapshot, OperatorError> {
+        let layout = &self.checkpoint.buffered;
+        let all = concat_batches(&self.checkpoint.input, &self.buffered)?;
+        let rows = all.num_rows();
+        let mut key_groups = Vec::new();
+        if layout.is_keyed() && rows > 0 {
+            let keys = self
+                .spec
+                .partition_by
+                .iter()
+                .map(|e| e.evaluate(&all).and_then(|v| v.into_array(rows)))
+                .collect::<Result<Vec<_>, _>>()?;
+            key_groups = key_groups_of(&keys, rows, ctx.max_parallelism)?;
+        }
+        layout.snapshot(key_groups, all.columns().to_vec(), rows)
+    }
+
+    fn restore_frames(&mut self, batches: Vec<RecordBatch>) -> Result<(), OperatorError> {
+        let checkpoint = &self.checkpoint;
+        let layout = &checkpoint.frames;
+        let k = self.partition_keys.count();
+        // (partition, function) → its restored accumulator or rows, in table order.
+        let mut restored: HashMap<OwnedRow, Vec<RestoredFrame>> = HashMap::new();
+        let function_count = self.spec.functions.len();
+        for batch in &batches {
+            let keys = self.partition_keys.rows_of_columns(&batch.columns()[..k], batch.num_rows())?;
+            let functions = batch.column(k).as_primitive::<UInt32Type>();
+            let times = batch.column(k + 1).as_primitive::<arrow::datatypes::Int64Type>();
+            let mut at = k + 2;
+            let mut argument_columns = Vec::with_capacity(function_count);
+            for types in &checkpoint.argument_types {
+                argument_columns.push(&batch.columns()[at..at + types.len()]);
+                at += types.len();
+            }
+            let state = &batch.columns()[at..];
+            for i in 0..batch.num_rows() {
+                let f = functions.value(i) as usize;
+                let Some(function) = self.spec.functions.get(f) else {
+                    return Err(
+                        layout.error(format!("row {i} names function {f}, there are {function_count}"))
+                    );
+                };
+                let partition = restored
+                    .entry(keys.row(i).owned())
+                    .or_insert_with(|| (0..function_count).map(|_| (None, Vec::new(), Vec::new())).collect());
+                let (accumulator, frame_times, arguments) = &mut partition[f];
+                if function.frame.is_bounded() {
+                    if times.is_null(i) {
+                        return Err(layout.error(format!("row {i} of a bounded frame has no order_time")));
+                    }
+                    frame_times.push(times.value(i));
+                    arguments.push(argument_columns[f].iter().map(|c| c.slice(i, 1)).collect());
+                } else {
+                    *accumulator = Some(checkpoint.accumulators.restore_one(layout, f, state, i)?);
+                }
+            }
+        }
+        for (key, functions) in restored {
+            let mut frames = Vec::with_capacity(function_count);
+            for (function, (accumulator, times, rows)) in self.spec.functions.iter().zip(functions) {
+                let arguments = (0..checkpoint.argument_types[frames.len()].len())
+                    .map(|a| {
+                        let parts: Vec<&dyn Array> = rows.iter().map(|r| r[a].as_ref()).collect();
+                        if parts.is_empty() {
+                            Ok(new_null_array(&checkpoint.argument_types[frames.len()][a], 0))
+                        } else {
+                            concat(&parts)
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                frames.push(FunctionFrame::restored(function, accumulator, &times, &arguments)?);
+            }
+            self.partitions.insert(key, frames);
+        }
+        Ok(())
     }
 
     /// Runs `batch`'s rows through the frames in row order and returns them with the
@@ -126,10 +340,11 @@ impl OverWindowOperator {
 
     /// Event time: keeps the rows above the watermark, counts and drops the others.
     fn buffer(&mut self, batch: RecordBatch, ctx: &OperatorContext) -> Result<(), OperatorError> {
+        let watermark = ctx.watermark.max(self.watermark_floor);
         let times = evaluate_time_ms(&self.spec.order_by, &batch)?;
         let times = times.as_primitive::<TimestampMillisecondType>();
-        let keep: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| t > ctx.watermark.0))).collect();
-        let late = times.iter().filter(|t| t.is_some_and(|t| t <= ctx.watermark.0)).count();
+        let keep: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| t > watermark.0))).collect();
+        let late = times.iter().filter(|t| t.is_some_and(|t| t <= watermark.0)).count();
         if late > 0 {
             ctx.late_records.inc_by(late as u64);
         }
@@ -137,7 +352,7 @@ impl OverWindowOperator {
         if kept.num_rows() == 0 {
             return Ok(());
         }
-        let min = times.iter().flatten().filter(|t| *t > ctx.watermark.0).min();
+        let min = times.iter().flatten().filter(|t| *t > watermark.0).min();
         self.buffered_min = match (self.buffered_min, min) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -189,11 +404,10 @@ impl Operator for OverWindowOperator {
     }
 
     fn state_tables(&self) -> Vec<StateTable> {
-        let scope =
-            if self.spec.partition_by.is_empty() { StateScope::Instance } else { StateScope::KeyGroups };
-        let mut tables = vec![StateTable { name: "over_frames", scope }];
+        let mut tables = vec![self.checkpoint.frames.table()];
         if self.spec.time == OverTime::Event {
-            tables.push(StateTable { name: "over_buffered_rows", scope });
+            tables.push(self.checkpoint.buffered.table());
+            tables.push(self.checkpoint.watermark.table());
         }
         tables
     }
@@ -218,9 +432,48 @@ impl Operator for OverWindowOperator {
         out: &mut Vec<RecordBatch>,
     ) -> Result<(), OperatorError> {
         if self.spec.time == OverTime::Event
-            && let Some(batch) = self.release(watermark)?
+            && let Some(batch) = self.release(watermark.max(self.watermark_floor))?
         {
             out.push(batch);
+        }
+        Ok(())
+    }
+
+    fn snapshot_state(&mut self, ctx: &OperatorContext) -> Result<Vec<TableSnapshot>, OperatorError> {
+        let mut tables = vec![self.snapshot_frames(ctx)?];
+        if self.spec.time == OverTime::Event {
+            tables.push(self.snapshot_buffered(ctx)?);
+            let watermark = ctx.watermark.max(self.watermark_floor);
+            tables.push(self.checkpoint.watermark.snapshot(watermark, ctx)?);
+        }
+        Ok(tables)
+    }
+
+    fn restore_state(
+        &mut self,
+        mut tables: Vec<TableSnapshot>,
+        ctx: &OperatorContext,
+    ) -> Result<(), OperatorError> {
+        let frames = self.checkpoint.frames.take_restored(&mut tables, ctx)?;
+        let mut buffered = Vec::new();
+        if self.spec.time == OverTime::Event {
+            buffered = self.checkpoint.buffered.take_restored(&mut tables, ctx)?;
+            if let Some(watermark) = self.checkpoint.watermark.take_restored(&mut tables, ctx)? {
+                self.watermark_floor = watermark;
+            }
+        }
+        refuse_unknown_tables(self.name(), &tables)?;
+        self.restore_frames(frames)?;
+        for batch in buffered {
+            // The layout checked the columns' types; the input schema names them.
+            let batch = RecordBatch::try_new(Arc::clone(&self.checkpoint.input), batch.columns().to_vec())?;
+            let times = evaluate_time_ms(&self.spec.order_by, &batch)?;
+            let min = times.as_primitive::<TimestampMillisecondType>().iter().flatten().min();
+            self.buffered_min = match (self.buffered_min, min) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            self.buffered.push(batch);
         }
         Ok(())
     }

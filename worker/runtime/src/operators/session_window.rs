@@ -6,13 +6,17 @@
 //! longer: a row that updates a fired session emits the session again at once (a merged
 //! session is a new window: its row has the new start and end). Rows that can only form a
 //! session already past its lateness are late: counted, and dropped or side-output.
+//!
+//! State (`session_accumulators`): one row per open session — the key, the session's start
+//! and end, whether it changed since it was last emitted and its accumulators' state;
+//! `session_watermark`: the watermark at the checkpoint (see [`WatermarkTable`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{AsArray, UInt32Array};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, UInt32Array};
 use arrow::compute::take_record_batch;
-use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use arrow::datatypes::{DataType, Field, Int64Type, SchemaRef, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 use arrow::row::OwnedRow;
 use datafusion_physical_expr::PhysicalExpr;
@@ -21,8 +25,11 @@ use millrace_types::Watermark;
 
 use crate::error::OperatorError;
 use crate::operator::{Operator, OperatorContext, StateScope, StateTable};
+use crate::operators::accumulator_state::AccumulatorState;
+use crate::operators::state_table::{StateLayout, WatermarkTable, refuse_unknown_tables};
 use crate::operators::window_aggregate::{aggregate_arguments, evaluate_time_ms, update_group};
 use crate::operators::window_output::{EmittedRow, GroupState, WindowOutput, WindowOutputColumn};
+use crate::state::TableSnapshot;
 
 /// What the planner hands the session window operator.
 #[derive(Clone)]
@@ -43,6 +50,8 @@ pub struct SessionWindowSpec {
     pub allowed_lateness_ms: i64,
     /// Whether late rows go to the side output.
     pub late_side_output: bool,
+    /// The schema of the rows the operator receives (what the hash exchange hashes keys of).
+    pub input_schema: SchemaRef,
 }
 
 /// One open session of one key.
@@ -69,6 +78,11 @@ pub struct SessionWindowOperator {
     /// Scratch space for the starts of the sessions a row touches (reused across rows).
     overlapping: Vec<i64>,
     late: Vec<RecordBatch>,
+    accumulator_state: AccumulatorState,
+    layout: StateLayout,
+    watermark_table: WatermarkTable,
+    /// The watermark restored from a checkpoint: lateness and firing never go below it.
+    watermark_floor: Watermark,
 }
 
 impl SessionWindowOperator {
@@ -78,7 +92,16 @@ impl SessionWindowOperator {
             spec.window_position,
             spec.output_columns.clone(),
             Arc::clone(&spec.output_schema),
+            &spec.input_schema,
         )?;
+        let accumulator_state = AccumulatorState::try_new(&spec.aggregates)?;
+        let scope = if output.is_keyed() { StateScope::KeyGroups } else { StateScope::Instance };
+        let mut fields = output.key_fields();
+        fields.push(Field::new("session_start", DataType::Int64, false));
+        fields.push(Field::new("session_end", DataType::Int64, false));
+        fields.push(Field::new("pending", DataType::Boolean, false));
+        fields.extend(accumulator_state.fields());
+        let layout = StateLayout::new("session_accumulators", scope, fields);
         Ok(Self {
             spec,
             output,
@@ -88,6 +111,10 @@ impl SessionWindowOperator {
             next_key_id: 0,
             overlapping: Vec::new(),
             late: Vec::new(),
+            accumulator_state,
+            layout,
+            watermark_table: WatermarkTable::new("session_watermark", scope),
+            watermark_floor: Watermark::MIN,
         })
     }
 
@@ -204,8 +231,7 @@ impl Operator for SessionWindowOperator {
     }
 
     fn state_tables(&self) -> Vec<StateTable> {
-        let scope = if self.output.is_keyed() { StateScope::KeyGroups } else { StateScope::Instance };
-        vec![StateTable { name: "session_accumulators", scope }]
+        vec![self.layout.table(), self.watermark_table.table()]
     }
 
     fn process_batch(
@@ -214,6 +240,7 @@ impl Operator for SessionWindowOperator {
         ctx: &OperatorContext,
         out: &mut Vec<RecordBatch>,
     ) -> Result<(), OperatorError> {
+        let watermark = ctx.watermark.max(self.watermark_floor);
         let time = evaluate_time_ms(&self.spec.time, &batch)?;
         let time = time.as_primitive::<TimestampMillisecondType>();
         let keys = self.output.key_rows(&batch)?;
@@ -233,7 +260,7 @@ impl Operator for SessionWindowOperator {
         for (row, rows) in per_key {
             let id = self.key_id(row);
             for (ts, i) in rows {
-                if !self.add_row(id, (ts, ts.saturating_add(gap)), i, ctx.watermark)? {
+                if !self.add_row(id, (ts, ts.saturating_add(gap)), i, watermark)? {
                     late_rows.push(i);
                 }
             }
@@ -248,7 +275,7 @@ impl Operator for SessionWindowOperator {
             for (start, session) in sessions.iter_mut().filter(|(_, s)| !s.batch_rows.is_empty()) {
                 let indices = UInt32Array::from(std::mem::take(&mut session.batch_rows));
                 update_group(&mut session.accumulators, &arguments, &indices)?;
-                if ctx.watermark.closes_window_ending_at(session.end) {
+                if watermark.closes_window_ending_at(session.end) {
                     updated_fired.push((session.end, id, *start));
                 }
             }
@@ -262,7 +289,7 @@ impl Operator for SessionWindowOperator {
         }
         if !updated_fired.is_empty() {
             updated_fired.sort();
-            if let Some(batch) = self.emit(updated_fired, ctx.watermark)? {
+            if let Some(batch) = self.emit(updated_fired, watermark)? {
                 out.push(batch);
             }
         }
@@ -275,6 +302,7 @@ impl Operator for SessionWindowOperator {
         _ctx: &OperatorContext,
         out: &mut Vec<RecordBatch>,
     ) -> Result<(), OperatorError> {
+        let watermark = watermark.max(self.watermark_floor);
         let fired: Vec<_> = self
             .by_end
             .iter()
@@ -289,5 +317,69 @@ impl Operator for SessionWindowOperator {
 
     fn take_side_output(&mut self) -> Vec<RecordBatch> {
         std::mem::take(&mut self.late)
+    }
+
+    fn snapshot_state(&mut self, ctx: &OperatorContext) -> Result<Vec<TableSnapshot>, OperatorError> {
+        let (mut keys, mut starts, mut ends, mut pending) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut state = self.accumulator_state.builder(&self.layout);
+        // In firing order, so that a snapshot does not depend on hash-map order.
+        for (end, id, start) in &self.by_end {
+            let Some((key, sessions)) = self.sessions.get_mut(id) else { continue };
+            let Some(session) = sessions.get_mut(start) else { continue };
+            keys.push(key.clone());
+            starts.push(*start);
+            ends.push(*end);
+            pending.push(session.pending);
+            state.push_all(&mut session.accumulators)?;
+        }
+        let rows = keys.len();
+        let (mut columns, key_groups) = self.output.key_columns(&keys, ctx.max_parallelism)?;
+        columns.push(Arc::new(Int64Array::from(starts)) as ArrayRef);
+        columns.push(Arc::new(Int64Array::from(ends)));
+        columns.push(Arc::new(BooleanArray::from(pending)));
+        columns.extend(state.finish()?);
+        Ok(vec![
+            self.layout.snapshot(key_groups, columns, rows)?,
+            self.watermark_table.snapshot(ctx.watermark.max(self.watermark_floor), ctx)?,
+        ])
+    }
+
+    fn restore_state(
+        &mut self,
+        mut tables: Vec<TableSnapshot>,
+        ctx: &OperatorContext,
+    ) -> Result<(), OperatorError> {
+        let batches = self.layout.take_restored(&mut tables, ctx)?;
+        if let Some(watermark) = self.watermark_table.take_restored(&mut tables, ctx)? {
+            self.watermark_floor = watermark;
+        }
+        refuse_unknown_tables(self.name(), &tables)?;
+        let k = self.output.keys().count();
+        for batch in batches {
+            let keys = self.output.keys().rows_of_columns(&batch.columns()[..k], batch.num_rows())?;
+            let starts = batch.column(k).as_primitive::<Int64Type>();
+            let ends = batch.column(k + 1).as_primitive::<Int64Type>();
+            let pending = batch.column(k + 2).as_boolean();
+            let state = &batch.columns()[k + 3..];
+            for i in 0..batch.num_rows() {
+                let (start, end) = (starts.value(i), ends.value(i));
+                let id = self.key_id(keys.row(i));
+                let accumulators = self.accumulator_state.restore_all(&self.layout, state, i)?;
+                let session =
+                    Session { end, accumulators, pending: pending.value(i), batch_rows: Vec::new() };
+                let Some((_, sessions)) = self.sessions.get_mut(&id) else {
+                    return Err(self.layout.error("a restored key was not registered"));
+                };
+                let overlaps = sessions.range(..=end).next_back().is_some_and(|(_, s)| s.end >= start);
+                if overlaps || end < start {
+                    return Err(self
+                        .layout
+                        .error(format!("session [{start}, {end}) overlaps another of its key")));
+                }
+                sessions.insert(start, session);
+                self.by_end.insert((end, id, start));
+            }
+        }
+        Ok(())
     }
 }

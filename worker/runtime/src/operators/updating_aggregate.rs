@@ -10,7 +10,9 @@
 //! once, when first seen, and the output is append-only (no row-kind column).
 //!
 //! State: the accumulators (or, for DISTINCT, the keys seen) per key; it grows with the
-//! number of keys (there is no state TTL yet). Watermarks pass through untouched.
+//! number of keys (there is no state TTL yet). Watermarks pass through untouched. At a
+//! checkpoint the table `group_accumulators` holds one row per key (the key columns, then the
+//! accumulators' state); for DISTINCT, `distinct_keys` holds the keys seen.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,9 +30,12 @@ use millrace_types::changelog::{row_kind_array, with_row_kind};
 
 use crate::error::OperatorError;
 use crate::operator::{Operator, OperatorContext, StateScope, StateTable};
+use crate::operators::accumulator_state::AccumulatorState;
 use crate::operators::group_keys::GroupKeys;
+use crate::operators::state_table::{StateLayout, refuse_unknown_tables};
 use crate::operators::window_aggregate::{aggregate_arguments, update_group};
 use crate::operators::window_output::{GroupState, WindowOutput};
+use crate::state::TableSnapshot;
 
 /// What the planner hands the updating aggregate.
 #[derive(Clone)]
@@ -42,6 +47,8 @@ pub struct UpdatingAggregateSpec {
     /// The logical output: the keys, then the aggregates. With aggregates the operator emits
     /// it with the row-kind column appended.
     pub output_schema: SchemaRef,
+    /// The schema of the rows the operator receives (what the hash exchange hashes keys of).
+    pub input_schema: SchemaRef,
 }
 
 impl UpdatingAggregateSpec {
@@ -67,6 +74,8 @@ pub struct UpdatingAggregateOperator {
     keys: GroupKeys,
     /// Key → accumulators (empty for insert-only aggregates: the key was seen).
     groups: HashMap<OwnedRow, GroupState>,
+    accumulator_state: AccumulatorState,
+    layout: StateLayout,
 }
 
 impl UpdatingAggregateOperator {
@@ -76,9 +85,21 @@ impl UpdatingAggregateOperator {
         if key_types.len() != spec.keys.len() {
             return Err(OperatorError::Invalid("the output schema lacks key columns".into()));
         }
-        let keys = GroupKeys::try_new(spec.keys.clone(), key_types)?;
+        let keys = GroupKeys::try_new(spec.keys.clone(), key_types, &spec.input_schema)?;
         let schema = spec.emitted_schema();
-        Ok(Self { spec, schema, keys, groups: HashMap::new() })
+        let accumulator_state = AccumulatorState::try_new(&spec.aggregates)?;
+        let scope = if spec.keys.is_empty() { StateScope::Instance } else { StateScope::KeyGroups };
+        let name = if spec.is_insert_only() { "distinct_keys" } else { "group_accumulators" };
+        let mut fields: Vec<_> = spec
+            .output_schema
+            .fields()
+            .iter()
+            .take(spec.keys.len())
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        fields.extend(accumulator_state.fields());
+        let layout = StateLayout::new(name, scope, fields);
+        Ok(Self { spec, schema, keys, groups: HashMap::new(), accumulator_state, layout })
     }
 
     /// One output batch: the keys, their aggregate values, and (updating) their row kinds.
@@ -112,9 +133,7 @@ impl Operator for UpdatingAggregateOperator {
     }
 
     fn state_tables(&self) -> Vec<StateTable> {
-        let scope = if self.spec.keys.is_empty() { StateScope::Instance } else { StateScope::KeyGroups };
-        let name = if self.spec.is_insert_only() { "distinct_keys" } else { "group_accumulators" };
-        vec![StateTable { name, scope }]
+        vec![self.layout.table()]
     }
 
     fn process_batch(
@@ -157,6 +176,44 @@ impl Operator for UpdatingAggregateOperator {
         }
         if !keys.is_empty() {
             out.push(self.build(&keys, values, kinds)?);
+        }
+        Ok(())
+    }
+
+    fn snapshot_state(&mut self, ctx: &OperatorContext) -> Result<Vec<TableSnapshot>, OperatorError> {
+        let mut keys = Vec::with_capacity(self.groups.len());
+        let mut state = self.accumulator_state.builder(&self.layout);
+        for (key, group) in &mut self.groups {
+            keys.push(key.clone());
+            state.push_all(group)?;
+        }
+        let rows = keys.len();
+        let (mut columns, mut key_groups) = (Vec::new(), Vec::new());
+        if self.keys.is_keyed() && rows > 0 {
+            columns = self.keys.columns(keys.iter().map(|k| k.row()))?;
+            key_groups = self.keys.key_groups(&columns, ctx.max_parallelism)?;
+        }
+        columns.extend(state.finish()?);
+        Ok(vec![self.layout.snapshot(key_groups, columns, rows)?])
+    }
+
+    fn restore_state(
+        &mut self,
+        mut tables: Vec<TableSnapshot>,
+        ctx: &OperatorContext,
+    ) -> Result<(), OperatorError> {
+        let batches = self.layout.take_restored(&mut tables, ctx)?;
+        refuse_unknown_tables(self.name(), &tables)?;
+        let k = self.keys.count();
+        for batch in batches {
+            let keys = self.keys.rows_of_columns(&batch.columns()[..k], batch.num_rows())?;
+            let state = &batch.columns()[k..];
+            for i in 0..batch.num_rows() {
+                let accumulators = self.accumulator_state.restore_all(&self.layout, state, i)?;
+                if self.groups.insert(keys.row(i).owned(), accumulators).is_some() {
+                    return Err(self.layout.error("a key appears twice"));
+                }
+            }
         }
         Ok(())
     }
@@ -229,6 +286,7 @@ mod tests {
                 Field::new("total", DataType::Int64, true),
                 Field::new("n", DataType::Int64, false),
             ])),
+            input_schema: Arc::clone(&schema),
         })
         .expect("operator")
     }
@@ -289,6 +347,7 @@ mod tests {
             keys: vec![col("k", &schema).expect("k"), col("v", &schema).expect("v")],
             aggregates: Vec::new(),
             output_schema: Arc::clone(&schema),
+            input_schema: Arc::clone(&schema),
         })
         .expect("operator");
         let mut out = Vec::new();
@@ -323,6 +382,7 @@ mod tests {
             keys: Vec::new(),
             aggregates: vec![Arc::new(count)],
             output_schema: Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)])),
+            input_schema: Arc::clone(&schema),
         })
         .expect("operator");
         assert_eq!(

@@ -7,13 +7,18 @@
 //! delete from upstream is forwarded only for a key that was passed on. So a sink never sees
 //! a delete for a key it was never given. The predicate is evaluated vectorized over the
 //! batch; the key bookkeeping is one hash lookup per row.
+//!
+//! State (`passed_keys`): the keys passed on and not deleted since. The filter runs in the
+//! stage of the updating aggregate it follows, behind the hash exchange on the aggregate's
+//! group keys; its key columns are those keys, possibly cast by a projection in between, so
+//! their key groups are computed over the types the exchange hashed (cast back to them).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array};
 use arrow::compute::take_record_batch;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Field, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion_physical_expr::PhysicalExpr;
@@ -22,6 +27,8 @@ use millrace_types::changelog::{row_kind_array, split_row_kinds};
 
 use crate::error::OperatorError;
 use crate::operator::{Operator, OperatorContext, StateScope, StateTable};
+use crate::operators::state_table::{StateLayout, refuse_unknown_tables};
+use crate::state::{TableSnapshot, key_groups_as};
 
 /// Filters an upsert stream keyed by `key` (column indices of its batches).
 pub struct UpsertFilterOperator {
@@ -30,16 +37,42 @@ pub struct UpsertFilterOperator {
     converter: RowConverter,
     /// Keys whose last forwarded row was an upsert.
     passed: HashSet<OwnedRow>,
+    /// The type the hash exchange hashed each key column as.
+    exchange_key_types: Vec<DataType>,
+    layout: StateLayout,
 }
 
 impl UpsertFilterOperator {
     /// `schema`: the logical input (without the row-kind column); `key`: the upsert key's
-    /// column indices in it (empty for a global aggregate: one implicit key).
+    /// column indices in it (empty for a global aggregate: one implicit key);
+    /// `exchange_key_types`: the type the hash exchange in front of the updating aggregate
+    /// hashed each key column as (the type its group expression evaluates to).
     pub fn try_new(
         predicate: Arc<dyn PhysicalExpr>,
         key: Vec<usize>,
         schema: &SchemaRef,
+        exchange_key_types: Vec<DataType>,
     ) -> Result<Self, OperatorError> {
+        if exchange_key_types.len() != key.len() {
+            return Err(OperatorError::Invalid(format!(
+                "{} upsert key columns but {} exchange key types",
+                key.len(),
+                exchange_key_types.len()
+            )));
+        }
+        let layout = if key.is_empty() {
+            StateLayout::new(
+                "passed_keys",
+                StateScope::Instance,
+                vec![Field::new("passed", DataType::Boolean, false)],
+            )
+        } else {
+            let fields = key
+                .iter()
+                .filter_map(|&i| schema.fields().get(i).map(|f| f.as_ref().clone().with_nullable(true)))
+                .collect();
+            StateLayout::new("passed_keys", StateScope::KeyGroups, fields)
+        };
         let fields = if key.is_empty() {
             vec![SortField::new(DataType::Boolean)]
         } else {
@@ -51,7 +84,14 @@ impl UpsertFilterOperator {
                 })
                 .collect::<Result<Vec<_>, _>>()?
         };
-        Ok(Self { predicate, key, converter: RowConverter::new(fields)?, passed: HashSet::new() })
+        Ok(Self {
+            predicate,
+            key,
+            converter: RowConverter::new(fields)?,
+            passed: HashSet::new(),
+            exchange_key_types,
+            layout,
+        })
     }
 }
 
@@ -61,8 +101,7 @@ impl Operator for UpsertFilterOperator {
     }
 
     fn state_tables(&self) -> Vec<StateTable> {
-        let scope = if self.key.is_empty() { StateScope::Instance } else { StateScope::KeyGroups };
-        vec![StateTable { name: "passed_keys", scope }]
+        vec![self.layout.table()]
     }
 
     fn process_batch(
@@ -114,6 +153,40 @@ impl Operator for UpsertFilterOperator {
             return Err(OperatorError::Invalid("an append-only input cannot carry deletes".into()));
         }
         out.push(kept);
+        Ok(())
+    }
+
+    fn snapshot_state(&mut self, ctx: &OperatorContext) -> Result<Vec<TableSnapshot>, OperatorError> {
+        let rows = self.passed.len();
+        if rows == 0 {
+            return Ok(vec![self.layout.snapshot(Vec::new(), Vec::new(), 0)?]);
+        }
+        if self.key.is_empty() {
+            let passed: ArrayRef = Arc::new(BooleanArray::from(vec![true]));
+            return Ok(vec![self.layout.snapshot(Vec::new(), vec![passed], 1)?]);
+        }
+        let columns = self.converter.convert_rows(self.passed.iter().map(|k| k.row()))?;
+        let key_groups = key_groups_as(&columns, &self.exchange_key_types, ctx.max_parallelism)?;
+        Ok(vec![self.layout.snapshot(key_groups, columns, rows)?])
+    }
+
+    fn restore_state(
+        &mut self,
+        mut tables: Vec<TableSnapshot>,
+        ctx: &OperatorContext,
+    ) -> Result<(), OperatorError> {
+        let batches = self.layout.take_restored(&mut tables, ctx)?;
+        refuse_unknown_tables(self.name(), &tables)?;
+        for batch in batches {
+            let keys = if self.key.is_empty() {
+                // The one implicit key, as `process_batch` encodes it.
+                let constant: ArrayRef = Arc::new(BooleanArray::from(vec![true; batch.num_rows()]));
+                self.converter.convert_columns(&[constant])?
+            } else {
+                self.converter.convert_columns(batch.columns())?
+            };
+            self.passed.extend(keys.iter().map(|k| k.owned()));
+        }
         Ok(())
     }
 }
@@ -170,7 +243,8 @@ mod tests {
         // HAVING n < 3
         let predicate =
             binary(col("n", &schema).expect("n"), BinaryOperator::Lt, lit(3i64), &schema).expect("predicate");
-        let mut filter = UpsertFilterOperator::try_new(predicate, vec![0], &schema).expect("filter");
+        let mut filter =
+            UpsertFilterOperator::try_new(predicate, vec![0], &schema, vec![DataType::Utf8]).expect("filter");
         let ctx = OperatorContext {
             subtask: SubtaskIndex(0),
             parallelism: 1,

@@ -6,13 +6,18 @@
 //! the window's row is emitted again at once (an updated row for the same window and key).
 //! Rows for windows past their lateness are late: counted, and either dropped or (with a
 //! late side output) handed to [`Operator::take_side_output`].
+//!
+//! State (`window_accumulators`): one row per open (window, key) group — the key, the window
+//! bounds, whether it changed since it was last emitted (a fired window kept for allowed
+//! lateness is not pending) and its accumulators' state; `window_watermark`: the watermark
+//! at the checkpoint (see [`WatermarkTable`]), below which a restored operator never goes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, UInt32Array};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, UInt32Array};
 use arrow::compute::{cast, take, take_record_batch};
-use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use arrow::datatypes::{DataType, Field, Int64Type, SchemaRef, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 use arrow::row::OwnedRow;
 use datafusion_physical_expr::PhysicalExpr;
@@ -21,9 +26,12 @@ use millrace_types::Watermark;
 
 use crate::error::OperatorError;
 use crate::operator::{Operator, OperatorContext, StateScope, StateTable};
+use crate::operators::accumulator_state::AccumulatorState;
+use crate::operators::state_table::{StateLayout, WatermarkTable, refuse_unknown_tables};
 use crate::operators::window_output::{
     EmittedRow, GroupState, WindowOutput, WindowOutputColumn, timestamp_ms,
 };
+use crate::state::TableSnapshot;
 
 /// How rows map to windows. Sizes are in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +100,8 @@ pub struct WindowAggregateSpec {
     pub allowed_lateness_ms: i64,
     /// Whether rows too late for every one of their windows go to the side output.
     pub late_side_output: bool,
+    /// The schema of the rows the operator receives (what the hash exchange hashes keys of).
+    pub input_schema: SchemaRef,
 }
 
 /// One (window, key) group.
@@ -108,6 +118,11 @@ pub struct WindowAggregateOperator {
     /// (window end, window start) → key → group. Ordered by end so firing is a prefix.
     windows: BTreeMap<(i64, i64), HashMap<OwnedRow, Group>>,
     late: Vec<RecordBatch>,
+    accumulator_state: AccumulatorState,
+    layout: StateLayout,
+    watermark_table: WatermarkTable,
+    /// The watermark restored from a checkpoint: lateness and firing never go below it.
+    watermark_floor: Watermark,
 }
 
 impl WindowAggregateOperator {
@@ -117,8 +132,26 @@ impl WindowAggregateOperator {
             spec.window_position,
             spec.output_columns.clone(),
             Arc::clone(&spec.output_schema),
+            &spec.input_schema,
         )?;
-        Ok(Self { spec, output, windows: BTreeMap::new(), late: Vec::new() })
+        let accumulator_state = AccumulatorState::try_new(&spec.aggregates)?;
+        let scope = if output.is_keyed() { StateScope::KeyGroups } else { StateScope::Instance };
+        let mut fields = output.key_fields();
+        fields.push(Field::new("window_start", DataType::Int64, false));
+        fields.push(Field::new("window_end", DataType::Int64, false));
+        fields.push(Field::new("pending", DataType::Boolean, false));
+        fields.extend(accumulator_state.fields());
+        let layout = StateLayout::new("window_accumulators", scope, fields);
+        Ok(Self {
+            spec,
+            output,
+            windows: BTreeMap::new(),
+            late: Vec::new(),
+            accumulator_state,
+            layout,
+            watermark_table: WatermarkTable::new("window_watermark", scope),
+            watermark_floor: Watermark::MIN,
+        })
     }
 
     /// Emits the pending groups of `windows` (whose ends the watermark has passed), oldest
@@ -202,8 +235,7 @@ impl Operator for WindowAggregateOperator {
     }
 
     fn state_tables(&self) -> Vec<StateTable> {
-        let scope = if self.output.is_keyed() { StateScope::KeyGroups } else { StateScope::Instance };
-        vec![StateTable { name: "window_accumulators", scope }]
+        vec![self.layout.table(), self.watermark_table.table()]
     }
 
     fn process_batch(
@@ -212,6 +244,7 @@ impl Operator for WindowAggregateOperator {
         ctx: &OperatorContext,
         out: &mut Vec<RecordBatch>,
     ) -> Result<(), OperatorError> {
+        let watermark = ctx.watermark.max(self.watermark_floor);
         let time = evaluate_time_ms(&self.spec.time, &batch)?;
         let time = time.as_primitive::<TimestampMillisecondType>();
         let keys = self.output.key_rows(&batch)?;
@@ -228,7 +261,7 @@ impl Operator for WindowAggregateOperator {
             let row = keys.row(i);
             let mut kept = false;
             self.spec.assigner.for_each_window(ts, |start, end| {
-                if ctx.watermark.closes_window_ending_at(end.saturating_add(lateness)) {
+                if watermark.closes_window_ending_at(end.saturating_add(lateness)) {
                     late += 1;
                 } else {
                     kept = true;
@@ -259,12 +292,12 @@ impl Operator for WindowAggregateOperator {
             };
             update_group(&mut group.accumulators, &arguments, &indices)?;
             group.pending = true;
-            if ctx.watermark.closes_window_ending_at(window.0) {
+            if watermark.closes_window_ending_at(window.0) {
                 updated_fired.insert(window);
             }
         }
         if !updated_fired.is_empty()
-            && let Some(batch) = self.emit(updated_fired.into_iter().collect(), ctx.watermark)?
+            && let Some(batch) = self.emit(updated_fired.into_iter().collect(), watermark)?
         {
             out.push(batch);
         }
@@ -277,6 +310,7 @@ impl Operator for WindowAggregateOperator {
         _ctx: &OperatorContext,
         out: &mut Vec<RecordBatch>,
     ) -> Result<(), OperatorError> {
+        let watermark = watermark.max(self.watermark_floor);
         let fired: Vec<(i64, i64)> = self
             .windows
             .keys()
@@ -291,6 +325,59 @@ impl Operator for WindowAggregateOperator {
 
     fn take_side_output(&mut self) -> Vec<RecordBatch> {
         std::mem::take(&mut self.late)
+    }
+
+    fn snapshot_state(&mut self, ctx: &OperatorContext) -> Result<Vec<TableSnapshot>, OperatorError> {
+        let (mut keys, mut starts, mut ends, mut pending) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut state = self.accumulator_state.builder(&self.layout);
+        for ((end, start), groups) in &mut self.windows {
+            for (key, group) in groups.iter_mut() {
+                keys.push(key.clone());
+                starts.push(*start);
+                ends.push(*end);
+                pending.push(group.pending);
+                state.push_all(&mut group.accumulators)?;
+            }
+        }
+        let rows = keys.len();
+        let (mut columns, key_groups) = self.output.key_columns(&keys, ctx.max_parallelism)?;
+        columns.push(Arc::new(Int64Array::from(starts)));
+        columns.push(Arc::new(Int64Array::from(ends)));
+        columns.push(Arc::new(BooleanArray::from(pending)));
+        columns.extend(state.finish()?);
+        Ok(vec![
+            self.layout.snapshot(key_groups, columns, rows)?,
+            self.watermark_table.snapshot(ctx.watermark.max(self.watermark_floor), ctx)?,
+        ])
+    }
+
+    fn restore_state(
+        &mut self,
+        mut tables: Vec<TableSnapshot>,
+        ctx: &OperatorContext,
+    ) -> Result<(), OperatorError> {
+        let batches = self.layout.take_restored(&mut tables, ctx)?;
+        if let Some(watermark) = self.watermark_table.take_restored(&mut tables, ctx)? {
+            self.watermark_floor = watermark;
+        }
+        refuse_unknown_tables(self.name(), &tables)?;
+        let k = self.output.keys().count();
+        for batch in batches {
+            let keys = self.output.keys().rows_of_columns(&batch.columns()[..k], batch.num_rows())?;
+            let starts = batch.column(k).as_primitive::<Int64Type>();
+            let ends = batch.column(k + 1).as_primitive::<Int64Type>();
+            let pending = batch.column(k + 2).as_boolean();
+            let state = &batch.columns()[k + 3..];
+            for i in 0..batch.num_rows() {
+                let accumulators = self.accumulator_state.restore_all(&self.layout, state, i)?;
+                let group = Group { accumulators, pending: pending.value(i) };
+                let window = (ends.value(i), starts.value(i));
+                if self.windows.entry(window).or_default().insert(keys.row(i).owned(), group).is_some() {
+                    return Err(self.layout.error(format!("window {window:?} holds a key twice")));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

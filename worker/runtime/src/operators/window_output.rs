@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{OwnedRow, Rows};
 use datafusion_common::ScalarValue;
@@ -58,20 +58,51 @@ impl WindowOutput {
         window_position: usize,
         columns: Vec<WindowOutputColumn>,
         schema: SchemaRef,
+        input: &Schema,
     ) -> Result<Self, OperatorError> {
-        let types = Self::key_types(&schema, keys.len(), window_position);
-        Ok(Self { keys: GroupKeys::try_new(keys, types)?, window_position, columns, schema })
+        let types = Self::key_fields_of(&schema, keys.len(), window_position)
+            .into_iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        Ok(Self { keys: GroupKeys::try_new(keys, types, input)?, window_position, columns, schema })
     }
 
-    fn key_types(schema: &SchemaRef, keys: usize, window_position: usize) -> Vec<DataType> {
+    fn key_fields_of(schema: &SchemaRef, keys: usize, window_position: usize) -> Vec<Field> {
         schema
             .fields()
             .iter()
             .take(keys + 1)
             .enumerate()
             .filter(|(i, _)| *i != window_position)
-            .map(|(_, f)| f.data_type().clone())
+            .map(|(_, f)| f.as_ref().clone())
             .collect()
+    }
+
+    /// The key columns' fields in the output (for state tables), nullable.
+    pub fn key_fields(&self) -> Vec<Field> {
+        Self::key_fields_of(&self.schema, self.keys.count(), self.window_position)
+            .into_iter()
+            .map(|f| f.with_nullable(true))
+            .collect()
+    }
+
+    pub fn keys(&self) -> &GroupKeys {
+        &self.keys
+    }
+
+    /// The decoded key columns of `keys` and their key groups, for a state table (nothing for
+    /// a global operator).
+    pub fn key_columns(
+        &self,
+        keys: &[OwnedRow],
+        max_parallelism: u32,
+    ) -> Result<(Vec<ArrayRef>, Vec<u32>), OperatorError> {
+        if !self.keys.is_keyed() || keys.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let columns = self.keys.columns(keys.iter().map(|k| k.row()))?;
+        let key_groups = self.keys.key_groups(&columns, max_parallelism)?;
+        Ok((columns, key_groups))
     }
 
     pub fn is_keyed(&self) -> bool {

@@ -67,6 +67,7 @@ impl Translator<'_> {
             window_position,
             aggregates,
             output_schema: Arc::new(aggregate.schema.as_arrow().clone()),
+            input_schema: Arc::new(input.as_arrow().clone()),
         };
         partial.stages.push(Stage { input: exchange, operators: vec![OperatorSpec::CountWindow(spec)] });
         partial.time = vec![None; aggregate.schema.fields().len()];

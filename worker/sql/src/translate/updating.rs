@@ -90,12 +90,19 @@ impl Translator<'_> {
             let name = aggregate.schema.field(keys.len() + i).name();
             aggregates.push(self.aggregate_function(expr, name, input)?);
         }
+        let input_schema = Arc::new(input.as_arrow().clone());
+        let exchange_types = key_exprs
+            .iter()
+            .map(|e| e.data_type(&input_schema).map_err(|err| SqlError::from_datafusion(&err, self.at)))
+            .collect::<Result<Vec<_>, _>>()?;
         let spec = UpdatingAggregateSpec {
             keys: key_exprs.clone(),
             aggregates,
             output_schema: Arc::new(aggregate.schema.as_arrow().clone()),
+            input_schema,
         };
         partial.changelog = (!spec.is_insert_only()).then(|| (0..keys.len()).collect());
+        partial.changelog_exchange_types = exchange_types;
         let exchange = if key_exprs.is_empty() { Exchange::Single } else { Exchange::Hash(key_exprs) };
         partial
             .stages
@@ -119,6 +126,7 @@ impl Translator<'_> {
             keys: keys.clone(),
             aggregates: Vec::new(),
             output_schema: Arc::new(schema.as_arrow().clone()),
+            input_schema: Arc::new(schema.as_arrow().clone()),
         };
         let mut partial = partial;
         partial.stages.push(Stage {
