@@ -252,6 +252,28 @@ impl SourceContext {
             .is_ok()
     }
 
+    /// For sources whose partition is their instance (the generators): this instance's
+    /// restored position (0 without a restore). A checkpoint taken at another parallelism
+    /// cannot be honoured (the instances' rows would differ), so it is refused.
+    pub fn restored_instance_position(&self) -> Result<i64, ConnectorError> {
+        let Some(restore) = self.restore.as_ref().filter(|r| !r.is_empty()) else {
+            return Ok(0);
+        };
+        let instances = (0..self.parallelism).map(|i| SourcePartition(i as i32));
+        match restore.get(&SourcePartition(self.subtask as i32)) {
+            Some(position) if restore.keys().copied().eq(instances) => Ok(*position),
+            _ => Err(ConnectorError::Options {
+                table: self.table.name.clone(),
+                message: format!(
+                    "cannot restore this generated source at parallelism {}: its checkpoint was taken \
+                     with {} instance(s), and generated rows depend on the instance",
+                    self.parallelism,
+                    restore.len()
+                ),
+            }),
+        }
+    }
+
     /// The restored position of `partition`, if the job was restored and recorded one.
     pub fn restored_position(&self, partition: SourcePartition) -> Option<i64> {
         self.restore.as_ref().and_then(|r| r.get(&partition).copied())

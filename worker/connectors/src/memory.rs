@@ -58,7 +58,7 @@ pub(crate) fn run_source(config: MemorySourceConfig, ctx: SourceContext) -> Resu
         .filter(|r| {
             let offset = offsets.entry(r.partition).or_insert(0);
             *offset += 1;
-            ctx.restored_position(SourcePartition(r.partition)).is_none_or(|resume| *offset - 1 >= resume)
+            ctx.restored_position(SourcePartition(r.partition)).is_none_or(|resume| *offset > resume)
         })
         .collect();
     for (partition, offset) in offsets.iter_mut() {
