@@ -281,4 +281,35 @@ mod tests {
         let other = concat(&rows(1, 0, 3_000, 700));
         assert_ne!(other.column(0), all.column(0), "instances draw different rows");
     }
+
+    fn context(parallelism: usize, restore: &[(i32, i64)]) -> SourceContext {
+        SourceContext {
+            table: table(),
+            subtask: 1,
+            parallelism,
+            out: tokio::sync::mpsc::channel(1).0,
+            metrics: crate::ConnectorMetrics::register(&mut prometheus_client::registry::Registry::default()),
+            stop: Default::default(),
+            barriers: Default::default(),
+            last_barrier: std::cell::Cell::new(0),
+            restore: Some(restore.iter().map(|(p, o)| (SourcePartition(*p), *o)).collect()),
+        }
+    }
+
+    #[test]
+    fn a_restore_from_another_parallelism_is_refused() {
+        assert_eq!(
+            context(2, &[(0, 10), (1, 12)]).restored_instance_position().expect("same parallelism"),
+            12
+        );
+        assert_eq!(context(2, &[]).restored_instance_position().expect("nothing restored"), 0);
+        let err = context(3, &[(0, 10), (1, 12)])
+            .restored_instance_position()
+            .expect_err("3 instances, 2 restored");
+        assert!(
+            err.to_string().contains("at parallelism 3: its checkpoint was taken with 2 instance(s)"),
+            "{err}"
+        );
+        assert!(context(1, &[(0, 10), (1, 12)]).restored_instance_position().is_err());
+    }
 }

@@ -98,7 +98,11 @@ impl Sink {
     /// Sends barrier `n` and returns the sink's acknowledgement.
     fn barrier(&mut self, n: u64) -> SinkAck {
         self.send(SinkMessage::Barrier(CheckpointId(n)));
-        let ack = self.acks.blocking_recv().expect("an acknowledgement");
+        let Some(ack) = self.acks.blocking_recv() else {
+            let errors: Vec<String> =
+                self.threads.drain(..).filter_map(|t| t.join().err()).map(|e| e.to_string()).collect();
+            panic!("the sink stopped without acknowledging barrier {n}: {errors:?}");
+        };
         assert_eq!((ack.subtask, ack.checkpoint), (0, CheckpointId(n)));
         ack
     }
@@ -259,13 +263,15 @@ fn recovery_commits_a_completed_checkpoint_and_aborts_what_followed() {
 fn at_least_once_flushes_at_a_barrier() {
     let topic = unique("flush");
     create_topic(&topic, 1);
-    // A long linger: without a flush the records would sit in the producer for a minute.
+    // A long linger: without a flush the records would sit in the producer for 5 s (a flush
+    // ends the linger of records already in a partition queue; those of a fresh producer still
+    // waiting for metadata may linger, so not longer than the flush timeout).
     let options = |guarantee| {
         table(&[
             ("connector", "kafka"),
             ("topic", topic.as_str()),
             ("sink.delivery-guarantee", guarantee),
-            ("properties.linger.ms", "60000"),
+            ("properties.linger.ms", "5000"),
         ])
     };
     let t = options("at-least-once");
