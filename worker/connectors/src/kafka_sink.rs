@@ -36,7 +36,8 @@
 //! closes the open transaction holds nothing that must be kept: the sink aborts it and logs.
 //! Transactions still pending then (a commit that never came) are left to recovery.
 //! Transactions time out after `transaction.timeout.ms` = 900000 (15 min, the broker's
-//! default maximum): a job down for longer loses its pre-committed output, as with Flink.
+//! default maximum; `properties.transaction.timeout.ms` lowers it): a job down for longer
+//! loses its pre-committed output, as with Flink.
 //! Readers see the output only with `isolation.level=read_committed`.
 
 use std::time::Duration;
@@ -188,7 +189,9 @@ impl Transactions {
         let id = transactional_id(&self.prefix, self.subtask, epoch);
         let mut properties = self.properties.clone();
         properties.push(("transactional.id".into(), id.clone()));
-        properties.push(("transaction.timeout.ms".into(), TRANSACTION_TIMEOUT_MS.into()));
+        if !properties.iter().any(|(k, _)| k == "transaction.timeout.ms") {
+            properties.push(("transaction.timeout.ms".into(), TRANSACTION_TIMEOUT_MS.into()));
+        }
         let (producer, _) = producer(&self.bootstrap, &properties)?;
         producer
             .init_transactions(TRANSACTION_CALL_TIMEOUT)

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -83,7 +83,10 @@ impl Connection {
     fn open(address: &str) -> Result<Self, ConnectorError> {
         let io =
             |e: std::io::Error| ConnectorError::Io { context: format!("connecting to {address}"), source: e };
-        let stream = TcpStream::connect(address).map_err(io)?;
+        let resolved = address.to_socket_addrs().map_err(io)?.next().ok_or_else(|| {
+            io(std::io::Error::new(std::io::ErrorKind::NotFound, "the address resolves to nothing"))
+        })?;
+        let stream = TcpStream::connect_timeout(&resolved, IO_TIMEOUT).map_err(io)?;
         stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io)?;
         stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
         let mut connection =
