@@ -260,6 +260,37 @@ fn recovery_commits_a_completed_checkpoint_and_aborts_what_followed() {
 }
 
 #[test]
+fn a_fresh_run_aborts_what_a_run_without_a_completed_checkpoint_left_open() {
+    let topic = unique("fresh");
+    let prefix = unique("txn");
+    create_topic(&topic, 1);
+    let (t, connector) = exactly_once_table(&topic, &prefix);
+    let mut crashed = Sink::start(&t, connector.clone());
+    crashed.send(batch(0..3));
+    crashed.barrier(1);
+    crashed.send(batch(100..102));
+    crashed.barrier(2);
+    crashed.send(batch(200..202));
+    let started = Instant::now();
+    while high_watermark(&topic, 0) < 7 {
+        assert!(started.elapsed() < DEADLINE, "epoch 3's rows never reached the broker");
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+    // No checkpoint completed: the job starts afresh, without recovery, and gets only to
+    // epoch 2.
+    std::mem::forget(crashed);
+    let mut fresh = Sink::start(&t, connector);
+    fresh.send(batch(7..9));
+    fresh.barrier(1);
+    fresh.send(SinkMessage::Commit(CheckpointId(1)));
+    // The crashed run's epochs 1 and 2 are fenced by the fresh run's producers of those
+    // epochs; its epoch 3 was aborted before the fresh run began (left open, it would hide
+    // everything after it from read_committed readers): only the fresh run's rows show.
+    wait_for_committed(&topic, &[7, 8]);
+    fresh.finish();
+}
+
+#[test]
 fn at_least_once_flushes_at_a_barrier() {
     let topic = unique("flush");
     create_topic(&topic, 1);
