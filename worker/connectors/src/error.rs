@@ -27,6 +27,12 @@ pub enum ConnectorError {
     },
     #[error("{0}")]
     Delivery(String),
+    /// A Kafka protocol exchange of the transaction recovery failed.
+    #[error("{context}: {message}")]
+    Protocol { context: String, message: String },
+    /// A transaction of the exactly-once Kafka sink could not be ended as required.
+    #[error("transaction '{transactional_id}': {message}")]
+    Transaction { transactional_id: String, message: String },
     #[error("connector thread {0} panicked")]
     Panicked(String),
 }

@@ -1,6 +1,9 @@
 //! Files and stdout: a file source reads one record per line (a bounded input), a file sink
 //! appends one record per line, stdout prints them.
 //!
+//! A file source's checkpoint position is the number of lines it has read (undecodable ones
+//! included); a restored job skips that many lines.
+//!
 //! An upsert stream (an updating query, see [`millrace_types::changelog`]) is written as a
 //! visible changelog: `json` lines get an `"op"` field first (`{"op":"+U","k":"a","n":2}`),
 //! `raw` lines are Flink's print format, the row kind and the value in brackets (`+U[2]`).
@@ -38,9 +41,15 @@ pub(crate) fn run_source(config: FileConfig, ctx: SourceContext) -> Result<(), C
     let reader = BufReader::new(File::open(&config.path).map_err(io)?);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let mut lines = Vec::with_capacity(LINES_PER_BATCH);
-    let mut offset = 0i64;
+    let mut offset = ctx.restored_position(SourcePartition(0)).unwrap_or(0).max(0);
     let mut read = reader.lines();
+    for line in read.by_ref().take(offset as usize) {
+        line.map_err(io)?;
+    }
     loop {
+        if !ctx.barrier_if_due(|| [(SourcePartition(0), offset)].into()) {
+            return Ok(());
+        }
         lines.clear();
         for line in read.by_ref().take(LINES_PER_BATCH) {
             lines.push(line.map_err(io)?);

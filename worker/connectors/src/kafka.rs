@@ -1,26 +1,24 @@
-//! Kafka source and sink (rdkafka, on dedicated threads).
+//! The Kafka source (rdkafka, on a dedicated thread), and the producer plumbing it shares
+//! with the sink ([`crate::kafka_sink`]).
 //!
 //! The source assigns partitions itself: of the topic's partitions (sorted), instance `i` of
-//! `P` reads those with `partition mod P == i`, from the configured start. Offsets are
-//! committed by the client automatically (at-least-once across restarts only once
-//! checkpoints own the offsets; that is the fault-tolerance work). Records that do not decode
-//! go to the dead-letter topic with the reason in a `millrace.error` header.
+//! `P` reads those with `partition mod P == i`. Each partition starts at an explicit offset:
+//! a restored job's checkpoint position where it has one, else the configured startup mode
+//! resolved against the broker (earliest, latest, or the group's committed offset), so a
+//! checkpoint barrier can name the next offset of every assigned partition, also those that
+//! have produced nothing yet. Between batches the source answers checkpoint requests with a
+//! barrier carrying those positions (see [`crate::SourceContext::barrier_if_due`]).
+//!
+//! The group's offsets are for lag monitoring and for `scan_startup_mode = 'committed'`;
+//! the client never commits on its own (`enable.auto.commit=false`). Until the first barrier
+//! the source commits what it has emitted every [`COMMIT_INTERVAL`] (as auto-commit would);
+//! once checkpoints run it commits each barrier's positions (asynchronously), so the group
+//! offsets follow the checkpoints. Records that do not decode go to the dead-letter topic
+//! with the reason in a `millrace.error` header; the dead-letter producer is flushed before
+//! each barrier, so a checkpoint covers them too.
 //!
 //! The source's consumer defaults favour throughput without adding latency (see
 //! [`SOURCE_DEFAULTS`]); `properties.*` override them.
-//!
-//! The sink produces one record per row and fails the job if any delivery fails, so data is
-//! never lost silently. With `key_columns` the record key is the rows' key (see
-//! [`KeyEncoder`]) and the partitioner is `murmur2_random` (the Java client's), so every
-//! record of a key goes to one partition; records are sent in row order and the producer is
-//! idempotent, so a key's records keep their order there. Without it records have no key
-//! and librdkafka's partitioner spreads them.
-//!
-//! `upsert-kafka` is the same sink keyed by the table's primary key, taking an upsert stream
-//! (see [`millrace_types::changelog`]): an upsert (`+I`/`+U`) is a record with the key and
-//! the row as its value, a delete (`-D`) a tombstone, the key with a null value, so a
-//! compacted topic keeps the latest row per key. A plain `kafka` sink refuses deletes (the
-//! planner never sends it a changelog).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,25 +26,27 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use millrace_types::changelog::split_row_kinds;
 use millrace_types::{SourceEvent, SourcePartition};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::format::{KeyEncoder, RecordDecoder, RecordEncoder, RecordRef};
+use crate::format::{RecordDecoder, RecordRef};
 use crate::metrics::PartitionLabels;
-use crate::options::{BadRecordPolicy, KafkaSinkConfig, KafkaSourceConfig, StartupMode};
-use crate::{ConnectorError, SinkContext, SourceContext};
+use crate::options::{BadRecordPolicy, KafkaSourceConfig, StartupMode};
+use crate::{ConnectorError, SourceContext};
 
 const POLL: Duration = Duration::from_millis(100);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
 const LAG_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a source without checkpoints commits its group offsets (librdkafka's
+/// `auto.commit.interval.ms` default).
+const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Consumer settings of a Kafka source, before the table's `properties.*`:
 /// - `max.partition.fetch.bytes` 16 MiB (librdkafka: 1 MiB): a fetch brings up to 16 MiB per
@@ -60,7 +60,7 @@ const SOURCE_DEFAULTS: [(&str, &str); 3] =
 
 /// Counts failed deliveries and keeps the first error, for the producing thread to act on.
 #[derive(Default, Clone)]
-struct DeliveryTracker {
+pub(crate) struct DeliveryTracker {
     failed: Arc<AtomicU64>,
     first_error: Arc<Mutex<Option<String>>>,
 }
@@ -82,7 +82,7 @@ impl ProducerContext for DeliveryTracker {
 }
 
 impl DeliveryTracker {
-    fn check(&self) -> Result<(), ConnectorError> {
+    pub(crate) fn check(&self) -> Result<(), ConnectorError> {
         if self.failed.load(Ordering::SeqCst) == 0 {
             return Ok(());
         }
@@ -94,7 +94,7 @@ impl DeliveryTracker {
     }
 }
 
-fn producer(
+pub(crate) fn producer(
     bootstrap: &str,
     properties: &[(String, String)],
 ) -> Result<(ThreadedProducer<DeliveryTracker>, DeliveryTracker), ConnectorError> {
@@ -111,7 +111,7 @@ fn producer(
 }
 
 /// Sends, waiting while librdkafka's queue is full (the sink's backpressure).
-fn send(
+pub(crate) fn send(
     producer: &ThreadedProducer<DeliveryTracker>,
     mut record: BaseRecord<'_, [u8], [u8]>,
 ) -> Result<(), ConnectorError> {
@@ -134,7 +134,7 @@ pub(crate) fn run_source(config: KafkaSourceConfig, ctx: SourceContext) -> Resul
     client
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("group.id", &config.group_id)
-        .set("enable.auto.commit", "true")
+        .set("enable.auto.commit", "false")
         .set("auto.offset.reset", if config.startup == StartupMode::Latest { "latest" } else { "earliest" });
     for (k, v) in SOURCE_DEFAULTS {
         client.set(k, v);
@@ -167,21 +167,18 @@ pub(crate) fn run_source(config: KafkaSourceConfig, ctx: SourceContext) -> Resul
         .into_iter()
         .filter(|p| p.rem_euclid(ctx.parallelism as i32) as usize == ctx.subtask)
         .collect();
+    // The next offset of every assigned partition: where it starts, then past what was emitted.
+    let mut positions = start_offsets(&consumer, &config, &ctx, &mine)?;
     let mut assignment = TopicPartitionList::new();
-    for p in &mine {
-        let offset = match config.startup {
-            StartupMode::Earliest => Offset::Beginning,
-            StartupMode::Latest => Offset::End,
-            StartupMode::Committed => Offset::Stored,
-        };
+    for (p, offset) in &positions {
         assignment
-            .add_partition_offset(&config.topic, *p, offset)
+            .add_partition_offset(&config.topic, *p, Offset::Offset(*offset))
             .map_err(ConnectorError::kafka("building the partition assignment"))?;
     }
     consumer
         .assign(&assignment)
         .map_err(ConnectorError::kafka(format!("assigning partitions of {}", config.topic)))?;
-    tracing::info!(table = %ctx.table.name, topic = %config.topic, subtask = ctx.subtask, partitions = ?mine, "kafka source assigned");
+    tracing::info!(table = %ctx.table.name, topic = %config.topic, subtask = ctx.subtask, start = ?positions, "kafka source assigned");
     if !ctx.emit(SourceEvent::Assigned(mine.iter().map(|p| SourcePartition(*p)).collect())) || mine.is_empty()
     {
         // No partitions: this instance is done, which lets downstream watermarks ignore it.
@@ -198,9 +195,30 @@ pub(crate) fn run_source(config: KafkaSourceConfig, ctx: SourceContext) -> Resul
 
     // Consumer lag needs the partitions' high watermarks, a broker round trip: refresh it now
     // and then, not per batch.
-    let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
     let mut lag_checked = Instant::now();
+    // Group offsets: periodically until checkpoints run, then at each barrier.
+    let mut checkpointing = false;
+    let mut committed = positions.clone();
+    let mut committed_at = Instant::now();
     while !ctx.stop.is_stopped() {
+        if ctx.barrier_due() {
+            if let Some((topic, (producer, tracker))) = &dead_letters {
+                producer
+                    .flush(FLUSH_TIMEOUT)
+                    .map_err(ConnectorError::kafka(format!("flushing dead letters to {topic}")))?;
+                tracker.check()?;
+            }
+            if !ctx.barrier_if_due(|| positions.iter().map(|(p, o)| (SourcePartition(*p), *o)).collect()) {
+                return Ok(());
+            }
+            checkpointing = true;
+            commit_offsets(&consumer, &config.topic, &positions, CommitMode::Async);
+            committed.clone_from(&positions);
+        } else if !checkpointing && committed != positions && committed_at.elapsed() >= COMMIT_INTERVAL {
+            commit_offsets(&consumer, &config.topic, &positions, CommitMode::Async);
+            committed.clone_from(&positions);
+            committed_at = Instant::now();
+        }
         if lag_checked.elapsed() >= LAG_INTERVAL {
             lag_checked = Instant::now();
             for (partition, position) in &positions {
@@ -293,49 +311,68 @@ pub(crate) fn run_source(config: KafkaSourceConfig, ctx: SourceContext) -> Resul
         producer.flush(FLUSH_TIMEOUT).map_err(ConnectorError::kafka("flushing dead letters"))?;
         tracker.check()?;
     }
+    if !checkpointing && committed != positions {
+        commit_offsets(&consumer, &config.topic, &positions, CommitMode::Sync);
+    }
     Ok(())
 }
 
-pub(crate) fn run_sink(config: KafkaSinkConfig, mut ctx: SinkContext) -> Result<(), ConnectorError> {
-    let mut properties = Vec::new();
-    if !config.key_columns.is_empty() {
-        // The Java client's partitioner: a key lands where other Kafka producers put it.
-        properties.push(("partitioner".to_string(), "murmur2_random".to_string()));
-    }
-    properties.extend(config.properties.iter().cloned());
-    let (producer, tracker) = producer(&config.bootstrap_servers, &properties)?;
-    let encoder = RecordEncoder::new(config.format);
-    let keys = KeyEncoder::new(config.key_columns.clone());
-    while let Some(batch) = ctx.next_batch()? {
-        let (batch, kinds) = split_row_kinds(&batch).map_err(ConnectorError::arrow("reading row kinds"))?;
-        if kinds.is_some() && !config.upsert {
-            return Err(ConnectorError::Delivery(format!(
-                "table '{}': connector 'kafka' cannot write update changes (use 'upsert-kafka')",
-                ctx.table.name
-            )));
+/// Where each of `partitions` starts: its restored position, else per the startup mode.
+fn start_offsets(
+    consumer: &BaseConsumer,
+    config: &KafkaSourceConfig,
+    ctx: &SourceContext,
+    partitions: &[i32],
+) -> Result<BTreeMap<i32, i64>, ConnectorError> {
+    let watermarks = |p: i32| {
+        consumer
+            .fetch_watermarks(&config.topic, p, METADATA_TIMEOUT)
+            .map_err(ConnectorError::kafka(format!("reading the offsets of {}/{p}", config.topic)))
+    };
+    // Without a committed offset a group starts per auto.offset.reset (earliest by default).
+    let reset_to_latest = config
+        .properties
+        .iter()
+        .any(|(k, v)| k == "auto.offset.reset" && matches!(v.as_str(), "latest" | "largest" | "end"));
+    let mut starts = BTreeMap::new();
+    let mut by_group = TopicPartitionList::new();
+    for p in partitions {
+        if let Some(restored) = ctx.restored_position(SourcePartition(*p)) {
+            starts.insert(*p, restored);
+            continue;
         }
-        let values = encoder.encode(&batch)?;
-        let keys = keys.encode(&batch)?;
-        let mut bytes = 0;
-        for (row, value) in values.iter().enumerate() {
-            let delete = kinds.as_ref().is_some_and(|k| !k[row].is_upsert());
-            let mut record = BaseRecord::to(&config.topic);
-            if !delete {
-                // A delete is a tombstone: the key with no value.
-                record = record.payload(value.as_slice());
-                bytes += value.len();
-            }
-            if let Some(key) = keys.as_ref().and_then(|k| k.get(row)) {
-                record = record.key(key.as_slice());
-            }
-            send(&producer, record)?;
+        match config.startup {
+            StartupMode::Earliest => _ = starts.insert(*p, watermarks(*p)?.0),
+            StartupMode::Latest => _ = starts.insert(*p, watermarks(*p)?.1),
+            StartupMode::Committed => _ = by_group.add_partition(&config.topic, *p),
         }
-        tracker.check()?;
-        ctx.written(values.len(), bytes);
     }
-    producer
-        .flush(FLUSH_TIMEOUT)
-        .map_err(ConnectorError::kafka(format!("flushing records to {}", config.topic)))?;
-    tracing::debug!(subtask = ctx.subtask, topic = %config.topic, "kafka sink flushed");
-    tracker.check()
+    if by_group.count() > 0 {
+        let committed = consumer
+            .committed_offsets(by_group, METADATA_TIMEOUT)
+            .map_err(ConnectorError::kafka(format!("reading group {}'s offsets", config.group_id)))?;
+        for element in committed.elements() {
+            let start = match element.offset() {
+                Offset::Offset(offset) => offset,
+                _ if reset_to_latest => watermarks(element.partition())?.1,
+                _ => watermarks(element.partition())?.0,
+            };
+            starts.insert(element.partition(), start);
+        }
+    }
+    Ok(starts)
+}
+
+/// Commits `positions` as the group's offsets (for lag monitoring); failures are logged.
+fn commit_offsets(consumer: &BaseConsumer, topic: &str, positions: &BTreeMap<i32, i64>, mode: CommitMode) {
+    let mut offsets = TopicPartitionList::new();
+    for (p, offset) in positions {
+        if let Err(err) = offsets.add_partition_offset(topic, *p, Offset::Offset(*offset)) {
+            tracing::warn!(%err, topic, partition = p, "cannot commit offset");
+            return;
+        }
+    }
+    if let Err(err) = consumer.commit(&offsets, mode) {
+        tracing::warn!(%err, topic, "committing the group's offsets failed");
+    }
 }

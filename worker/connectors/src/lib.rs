@@ -13,6 +13,9 @@ mod file;
 pub mod format;
 mod generator;
 mod kafka;
+mod kafka_recovery;
+mod kafka_sink;
+mod kafka_txn;
 mod memory;
 mod metrics;
 pub mod nexmark;
@@ -30,9 +33,10 @@ use tokio::sync::mpsc;
 
 pub use error::ConnectorError;
 pub use format::{DecodedBatch, KeyEncoder, RecordDecoder, RecordEncoder, RecordRef};
+pub use kafka_recovery::{RecoveryReport, recover_sink};
 pub use memory::{MemoryRecord, MemorySink, MemorySourceConfig};
 pub use metrics::ConnectorMetrics;
-pub use options::{BadRecordPolicy, Format, SinkConnector, SourceConnector, StartupMode};
+pub use options::{BadRecordPolicy, DeliveryGuarantee, Format, SinkConnector, SourceConnector, StartupMode};
 
 /// A column filled from record metadata rather than the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +209,7 @@ pub fn start_sink(
         };
         let thread = match connector.clone() {
             SinkConnector::Kafka(config) => {
-                ConnectorThread::spawn(name, move || kafka::run_sink(config, ctx))?
+                ConnectorThread::spawn(name, move || kafka_sink::run_sink(config, ctx))?
             }
             SinkConnector::Stdout(format) => {
                 ConnectorThread::spawn(name, move || file::run_stdout_sink(format, ctx))?
@@ -236,6 +240,12 @@ pub(crate) struct SourceContext {
 }
 
 impl SourceContext {
+    /// `true` if a checkpoint was requested since this instance's last barrier (for sources
+    /// that must make their state durable before [`Self::barrier_if_due`]).
+    pub fn barrier_due(&self) -> bool {
+        self.barriers.requested() > self.last_barrier.get()
+    }
+
     /// Emits a barrier with `positions` if a checkpoint was requested since the last one;
     /// call between batches. `false` once the runtime has gone away.
     pub fn barrier_if_due(&self, positions: impl FnOnce() -> SourcePositions) -> bool {
@@ -250,6 +260,28 @@ impl SourceContext {
                 positions: positions(),
             })
             .is_ok()
+    }
+
+    /// For sources whose partition is their instance (the generators): this instance's
+    /// restored position (0 without a restore). A checkpoint taken at another parallelism
+    /// cannot be honoured (the instances' rows would differ), so it is refused.
+    pub fn restored_instance_position(&self) -> Result<i64, ConnectorError> {
+        let Some(restore) = self.restore.as_ref().filter(|r| !r.is_empty()) else {
+            return Ok(0);
+        };
+        let instances = (0..self.parallelism).map(|i| SourcePartition(i as i32));
+        match restore.get(&SourcePartition(self.subtask as i32)) {
+            Some(position) if restore.keys().copied().eq(instances) => Ok(*position),
+            _ => Err(ConnectorError::Options {
+                table: self.table.name.clone(),
+                message: format!(
+                    "cannot restore this generated source at parallelism {}: its checkpoint was taken \
+                     with {} instance(s), and generated rows depend on the instance",
+                    self.parallelism,
+                    restore.len()
+                ),
+            }),
+        }
     }
 
     /// The restored position of `partition`, if the job was restored and recorded one.

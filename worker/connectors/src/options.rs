@@ -4,15 +4,24 @@
 //! | connector | options |
 //! | --- | --- |
 //! | `kafka` (source) | `topic`, `bootstrap_servers` (default: `$KAFKA_BOOTSTRAP`), `format` = `raw`\|`json`, `group_id`, `scan_startup_mode` = `earliest`\|`latest`\|`committed`, `dlq_topic`, `bad_records` = `dlq`\|`drop`, `batch_size`, `properties.<librdkafka key>` |
-//! | `kafka` (sink) | `topic`, `bootstrap_servers`, `format`, `key_columns` (comma-separated sink columns encoded as the record key), `properties.<key>` |
-//! | `upsert-kafka` (sink) | `topic`, `bootstrap_servers`, `format`, `properties.<key>`; the record key is the table's `PRIMARY KEY`, a delete is a tombstone |
+//! | `kafka` (sink) | `topic`, `bootstrap_servers`, `format`, `key_columns` (comma-separated sink columns encoded as the record key), `sink.delivery-guarantee`, `sink.transactional-id-prefix`, `properties.<key>` |
+//! | `upsert-kafka` (sink) | `topic`, `bootstrap_servers`, `format`, `sink.delivery-guarantee`, `sink.transactional-id-prefix`, `properties.<key>`; the record key is the table's `PRIMARY KEY`, a delete is a tombstone |
 //! | `generator` (source) | `count`, `rows_per_second`, `min`, `max`, `seed`, `batch_size` |
 //! | `nexmark` (source) | `event_type` = `person`\|`auction`\|`bid`, `events`, `events_per_second`, `first_event_rate`, `out_of_order_group_size`, `seed`, `batch_size`, `base_time_ms` |
 //! | `file` | `path`, `format` (a source reads one record per line; a sink writes one per line) |
 //! | `stdout` (sink) | `format` |
+//!
+//! A Kafka sink's `sink.delivery-guarantee` (Flink's option) says what a checkpoint makes of
+//! its output (see [`DeliveryGuarantee`]): `at-least-once` (the default) flushes the producer
+//! at every checkpoint barrier, `exactly-once` writes each checkpoint's records in a Kafka
+//! transaction committed when the checkpoint completes (needs `sink.transactional-id-prefix`,
+//! unique per job and sink, and consumers with `isolation.level=read_committed`), `none`
+//! neither flushes nor waits.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use millrace_types::CheckpointId;
 
 use crate::memory::{MemorySink, MemorySourceConfig};
 use crate::nexmark::{EventKind, NexmarkConfig, model};
@@ -55,6 +64,21 @@ pub struct KafkaSourceConfig {
     pub properties: Vec<(String, String)>,
 }
 
+/// What a checkpoint guarantees about a Kafka sink's records (`sink.delivery-guarantee`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryGuarantee {
+    /// `none`: records are sent as they come; a checkpoint waits for nothing (a failure may
+    /// lose or duplicate records).
+    None,
+    /// `at-least-once`: a checkpoint barrier flushes the producer and checks every delivery
+    /// before the checkpoint is acknowledged (a restore may duplicate records, never lose one).
+    AtLeastOnce,
+    /// `exactly-once`: each checkpoint's records are one Kafka transaction per sink instance,
+    /// committed when the checkpoint completes; transactional ids are
+    /// `{transactional_id_prefix}-{subtask}-{epoch}`.
+    ExactlyOnce { transactional_id_prefix: String },
+}
+
 #[derive(Debug, Clone)]
 pub struct KafkaSinkConfig {
     pub bootstrap_servers: String,
@@ -66,7 +90,11 @@ pub struct KafkaSinkConfig {
     /// `upsert-kafka`: the key columns are the primary key, and a delete of a key is written
     /// as a tombstone (the key with a null value). A plain `kafka` sink refuses deletes.
     pub upsert: bool,
+    pub delivery: DeliveryGuarantee,
     pub properties: Vec<(String, String)>,
+    /// The checkpoint a restored job resumes from (see [`SinkConnector::restored_from`]):
+    /// exactly-once transactions of this run start at its epoch + 1.
+    pub restored: Option<CheckpointId>,
 }
 
 /// Random rows: integers uniformly in `[min, max]`, floats in `[min, max)`, text, and the
@@ -191,6 +219,45 @@ impl<'a> Options<'a> {
             return Err(self.error("key_columns is empty"));
         }
         Ok(indices)
+    }
+
+    /// `sink.delivery-guarantee` and `sink.transactional-id-prefix` of a Kafka sink.
+    fn delivery_guarantee(&mut self) -> Result<DeliveryGuarantee, ConnectorError> {
+        let prefix = self.take("sink.transactional-id-prefix");
+        match (self.take("sink.delivery-guarantee").as_deref(), prefix) {
+            (Some("exactly-once"), Some(prefix)) if !prefix.trim().is_empty() => {
+                Ok(DeliveryGuarantee::ExactlyOnce { transactional_id_prefix: prefix })
+            }
+            (Some("exactly-once"), _) => Err(self.error(
+                "sink.delivery-guarantee = 'exactly-once' needs option 'sink.transactional-id-prefix' \
+                 (unique per job and sink: it names the sink's Kafka transactions)",
+            )),
+            (_, Some(_)) => Err(self.error(
+                "option 'sink.transactional-id-prefix' applies only to sink.delivery-guarantee = 'exactly-once'",
+            )),
+            (None | Some("at-least-once"), None) => Ok(DeliveryGuarantee::AtLeastOnce),
+            (Some("none"), None) => Ok(DeliveryGuarantee::None),
+            (Some(other), None) => Err(self.error(format!(
+                "sink.delivery-guarantee '{other}' is not one of exactly-once, at-least-once, none"
+            ))),
+        }
+    }
+
+    /// A Kafka sink's `properties.*`, refusing those exactly-once delivery manages itself.
+    fn sink_properties(
+        &mut self,
+        delivery: &DeliveryGuarantee,
+    ) -> Result<Vec<(String, String)>, ConnectorError> {
+        let properties = self.properties();
+        if matches!(delivery, DeliveryGuarantee::ExactlyOnce { .. })
+            && let Some((key, _)) = properties.iter().find(|(k, _)| k == "transactional.id")
+        {
+            return Err(self.error(format!(
+                "option 'properties.{key}' cannot be set with exactly-once delivery \
+                 (the sink names its transactions from 'sink.transactional-id-prefix')"
+            )));
+        }
+        Ok(properties)
     }
 
     fn finish(self) -> Result<(), ConnectorError> {
@@ -324,25 +391,33 @@ impl SinkConnector {
         let mut o = Options::new(table);
         let connector = o.required("connector")?;
         let parsed = match connector.as_str() {
-            "kafka" => SinkConnector::Kafka(KafkaSinkConfig {
-                topic: o.required("topic")?,
-                bootstrap_servers: o.bootstrap(default_bootstrap)?,
-                format: o.format()?,
-                key_columns: o.key_columns(table)?,
-                upsert: false,
-                properties: o.properties(),
-            }),
+            "kafka" => {
+                let delivery = o.delivery_guarantee()?;
+                SinkConnector::Kafka(KafkaSinkConfig {
+                    topic: o.required("topic")?,
+                    bootstrap_servers: o.bootstrap(default_bootstrap)?,
+                    format: o.format()?,
+                    key_columns: o.key_columns(table)?,
+                    upsert: false,
+                    properties: o.sink_properties(&delivery)?,
+                    delivery,
+                    restored: None,
+                })
+            }
             "upsert-kafka" => {
                 if table.primary_key.is_empty() {
                     return Err(o.error("connector 'upsert-kafka' needs PRIMARY KEY (…) NOT ENFORCED"));
                 }
+                let delivery = o.delivery_guarantee()?;
                 SinkConnector::Kafka(KafkaSinkConfig {
                     topic: o.required("topic")?,
                     bootstrap_servers: o.bootstrap(default_bootstrap)?,
                     format: o.format()?,
                     key_columns: table.primary_key.clone(),
                     upsert: true,
-                    properties: o.properties(),
+                    properties: o.sink_properties(&delivery)?,
+                    delivery,
+                    restored: None,
                 })
             }
             "stdout" => SinkConnector::Stdout(o.format()?),
@@ -357,6 +432,15 @@ impl SinkConnector {
         };
         o.finish()?;
         Ok(parsed)
+    }
+
+    /// This sink in a job restored from `checkpoint` (after [`crate::recover_sink`]): an
+    /// exactly-once Kafka sink's first transaction is then epoch `checkpoint + 1`.
+    pub fn restored_from(mut self, checkpoint: CheckpointId) -> Self {
+        if let SinkConnector::Kafka(config) = &mut self {
+            config.restored = Some(checkpoint);
+        }
+        self
     }
 
     /// A sink that collects into `sink`.
@@ -455,5 +539,64 @@ mod tests {
         assert_eq!((k.key_columns, k.upsert), (vec![0], true));
         upsert.options.insert("key_columns".into(), "v".into());
         assert!(SinkConnector::from_table(&upsert, Some("b")).is_err(), "the key is the primary key");
+    }
+
+    fn kafka_sink(options: &[(&str, &str)]) -> Result<KafkaSinkConfig, ConnectorError> {
+        let mut all = vec![("connector", "kafka"), ("topic", "out")];
+        all.extend_from_slice(options);
+        match SinkConnector::from_table(&table(&all), Some("b"))? {
+            SinkConnector::Kafka(k) => Ok(k),
+            other => panic!("not kafka: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn kafka_sink_delivery_guarantee_defaults_to_at_least_once() {
+        assert_eq!(kafka_sink(&[]).expect("valid").delivery, DeliveryGuarantee::AtLeastOnce);
+        let none = kafka_sink(&[("sink.delivery-guarantee", "none")]).expect("valid");
+        assert_eq!(none.delivery, DeliveryGuarantee::None);
+        let at_least = kafka_sink(&[("sink.delivery-guarantee", "at-least-once")]).expect("valid");
+        assert_eq!(at_least.delivery, DeliveryGuarantee::AtLeastOnce);
+        let exactly = kafka_sink(&[
+            ("sink.delivery-guarantee", "exactly-once"),
+            ("sink.transactional-id-prefix", "job-7-out"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            exactly.delivery,
+            DeliveryGuarantee::ExactlyOnce { transactional_id_prefix: "job-7-out".into() }
+        );
+        let err = kafka_sink(&[("sink.delivery-guarantee", "exactly_once")]).expect_err("unknown value");
+        assert!(err.to_string().contains("not one of exactly-once, at-least-once, none"), "{err}");
+    }
+
+    #[test]
+    fn exactly_once_needs_a_transactional_id_prefix_and_owns_transactional_id() {
+        let err = kafka_sink(&[("sink.delivery-guarantee", "exactly-once")]).expect_err("no prefix");
+        assert!(err.to_string().contains("needs option 'sink.transactional-id-prefix'"), "{err}");
+        let err =
+            kafka_sink(&[("sink.transactional-id-prefix", "p")]).expect_err("prefix without exactly-once");
+        assert!(
+            err.to_string().contains("applies only to sink.delivery-guarantee = 'exactly-once'"),
+            "{err}"
+        );
+        let err = kafka_sink(&[
+            ("sink.delivery-guarantee", "exactly-once"),
+            ("sink.transactional-id-prefix", "p"),
+            ("properties.transactional.id", "mine"),
+        ])
+        .expect_err("transactional.id is the sink's");
+        assert!(err.to_string().contains("'properties.transactional.id' cannot be set"), "{err}");
+        let mut upsert = table(&[
+            ("connector", "upsert-kafka"),
+            ("topic", "out"),
+            ("sink.delivery-guarantee", "exactly-once"),
+            ("sink.transactional-id-prefix", "p"),
+        ]);
+        upsert.primary_key = vec![0];
+        let SinkConnector::Kafka(k) = SinkConnector::from_table(&upsert, Some("b")).expect("valid") else {
+            panic!("not kafka")
+        };
+        assert!(matches!(k.delivery, DeliveryGuarantee::ExactlyOnce { .. }));
     }
 }

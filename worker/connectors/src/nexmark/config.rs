@@ -195,6 +195,12 @@ pub struct InstancePositions {
 }
 
 impl InstancePositions {
+    /// These positions after the first `taken` (where a restored instance resumes).
+    pub fn resumed(mut self, taken: u64) -> Self {
+        self.next = self.next.saturating_add(taken.saturating_mul(self.stride));
+        self
+    }
+
     /// `true` once every position has been taken.
     pub fn is_done(&self) -> bool {
         self.next >= self.end

@@ -5,6 +5,12 @@
 //! the multiset of rows is the same at any parallelism and every instance's event time
 //! advances at the same pace.
 //!
+//! An instance's checkpoint position is the number of its sequence positions it has taken
+//! (events of every kind: those of other tables are skipped, not emitted). A restored
+//! instance resumes after them and, events being functions of their position, emits exactly
+//! the rows that followed the checkpoint. The split depends on the parallelism, so a
+//! restore at another parallelism is refused.
+//!
 //! The module owns the source loop (pacing, stopping, end of input); [`config`] the sequence
 //! arithmetic, [`model`] the columns, [`random`] the random draws and [`generate`] the Arrow
 //! batches.
@@ -59,12 +65,17 @@ pub(crate) fn run_source(config: NexmarkConfig, ctx: SourceContext) -> Result<()
     }
     let columns = model::map_columns(config.kind, &ctx.table.schema, &ctx.table.metadata)
         .map_err(|message| ConnectorError::Options { table: ctx.table.name.clone(), message })?;
-    let mut positions = config.positions(ctx.subtask, ctx.parallelism);
+    let restored = ctx.restored_instance_position()?;
+    let mut positions = config.positions(ctx.subtask, ctx.parallelism).resumed(restored as u64);
     let generator = BatchGenerator::new(config.clone(), ctx.table.schema.clone(), columns, ctx.subtask);
     let started = Instant::now();
+    // Positions taken in this run (pacing starts anew after a restore).
     let mut taken: u64 = 0;
     loop {
         if ctx.stop.is_stopped() {
+            return Ok(());
+        }
+        if !ctx.barrier_if_due(|| [(partition, restored + taken as i64)].into()) {
             return Ok(());
         }
         if positions.is_done() {
@@ -225,6 +236,15 @@ mod tests {
         assert_eq!(times.iter().min().copied(), Some(1_700_000_000_000));
         // 100,000 events at 10,000 events/s span 10 s.
         assert_eq!(times.iter().max().copied(), Some(1_700_000_000_000 + 9_999));
+    }
+
+    #[test]
+    fn resumed_positions_continue_the_sequence() {
+        let c = config(EventKind::Bid, 1_000);
+        let all: Vec<u64> = c.positions(1, 3).collect();
+        let resumed: Vec<u64> = c.positions(1, 3).resumed(10).collect();
+        assert_eq!(resumed, all[10..].to_vec());
+        assert!(c.positions(1, 3).resumed(1_000).is_done());
     }
 
     #[test]
