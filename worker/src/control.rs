@@ -115,6 +115,11 @@ impl JobControl {
         });
     }
 
+    /// Called by the job before its coordinator ends: no more requests reach it.
+    pub(crate) fn detach(&self) {
+        self.with(|s| s.coordinator = None);
+    }
+
     pub(crate) fn set_phase(&self, phase: JobPhase, error: Option<String>) {
         self.with(|s| {
             s.phase = Some(phase);

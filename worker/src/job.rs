@@ -245,7 +245,7 @@ impl Job {
     }
 
     async fn run_inner(
-        self,
+        mut self,
         options: &JobOptions,
         metrics: &JobMetrics,
         control: &JobControl,
@@ -293,9 +293,9 @@ impl Job {
             }
             tracing::info!(checkpoint = restored.checkpoint_id, location = %restored.location, "restoring");
             let id = CheckpointId(restored.checkpoint_id);
-            recover_sink(&self.sink, &restored.sink_states, id)?;
-            if let Some((_, late)) = &self.late {
-                recover_sink(late, &restored.late_sink_states, id)?;
+            self.sink = recover_sink(self.sink, &restored.sink_states, id).await?;
+            if let Some((table, late)) = self.late.take() {
+                self.late = Some((table, recover_sink(late, &restored.late_sink_states, id).await?));
             }
         }
 
@@ -422,6 +422,7 @@ impl Job {
         stop.stop();
         drop(asks);
         control.set_phase(JobPhase::Stopping, None);
+        control.detach();
         if let Some((control, task)) = coordinator {
             // The coordinator ends once no one can ask it anything; then the sinks' last
             // senders are gone.
@@ -457,18 +458,25 @@ impl Job {
     }
 }
 
-/// Settles what a crash left of a sink's two-phase commit before it starts again.
-fn recover_sink(
-    connector: &SinkConnector,
+/// Settles what a crash left of a sink's two-phase commit before it starts again: commits
+/// the transactions the restored checkpoint covers, aborts later ones (on a blocking thread:
+/// it talks to the broker). Returns the sink set to go on after the restored checkpoint.
+async fn recover_sink(
+    connector: SinkConnector,
     states: &[Vec<u8>],
     restored: CheckpointId,
-) -> Result<(), JobError> {
-    if states.is_empty() {
-        return Ok(());
+) -> Result<SinkConnector, JobError> {
+    let states = states.to_vec();
+    let report = tokio::task::spawn_blocking({
+        let connector = connector.clone();
+        move || millrace_connectors::recover_sink(&connector, &states, restored)
+    })
+    .await
+    .map_err(|e| JobError::Io(format!("recovering the sink: {e}")))??;
+    if !report.committed.is_empty() || !report.aborted.is_empty() {
+        tracing::info!(committed = ?report.committed, aborted = ?report.aborted, "sink transactions recovered");
     }
-    Err(JobError::Restore(format!(
-        "checkpoint {restored} holds pre-committed transactions of sink {connector:?}, and recovering them is not built yet"
-    )))
+    Ok(connector.restored_from(restored))
 }
 
 /// Asks the coordinator and waits for its answer.

@@ -83,7 +83,8 @@ fn prepare(
     restore_from: Option<String>,
     rate: Option<f64>,
 ) -> Run {
-    let sink = MemorySink::transactional();
+    // Two-phase commit needs checkpoints; the reference run writes directly.
+    let sink = if checkpoints.is_some() { MemorySink::transactional() } else { MemorySink::default() };
     let mut overrides = JobOverrides::default();
     let source = match rate {
         Some(rate) => SourceConnector::paced_memory(input(), Format::Json, 5, rate),
@@ -151,6 +152,9 @@ async fn stop_with_savepoint(
 }
 
 async fn rescale(from: usize, to: usize) {
+    if std::env::var("RUST_LOG").is_ok() {
+        millrace_telemetry::init_tracing("info");
+    }
     let expected = uninterrupted(from).await;
     assert!(!expected.is_empty());
     let dir = tempfile::tempdir().expect("temp dir");
