@@ -29,6 +29,7 @@ const WATERMARK: u8 = 0x12;
 const BARRIER: u8 = 0x13;
 const END_OF_STREAM: u8 = 0x14;
 const CREDIT: u8 = 0x20;
+const DONE: u8 = 0x21;
 
 /// One frame. Data frames go sender → receiver, `Credit` and the handshake reply receiver →
 /// sender.
@@ -57,6 +58,8 @@ pub(crate) enum Frame {
     EndOfStream,
     /// The receiver grants this many more messages.
     Credit(u32),
+    /// The receiver has handed every message, EndOfStream included, to its consumer.
+    Done,
 }
 
 impl Frame {
@@ -71,6 +74,7 @@ impl Frame {
             Frame::Barrier(_) => BARRIER,
             Frame::EndOfStream => END_OF_STREAM,
             Frame::Credit(_) => CREDIT,
+            Frame::Done => DONE,
         }
     }
 
@@ -99,7 +103,7 @@ impl Frame {
             Frame::Schema(bytes) | Frame::Batch(bytes) => Cow::Borrowed(bytes),
             Frame::Watermark(w) => Cow::Owned(w.to_be_bytes().to_vec()),
             Frame::Barrier(id) => Cow::Owned(id.to_be_bytes().to_vec()),
-            Frame::EndOfStream => Cow::Borrowed(&[]),
+            Frame::EndOfStream | Frame::Done => Cow::Borrowed(&[]),
             Frame::Credit(n) => Cow::Owned(n.to_be_bytes().to_vec()),
         }
     }
@@ -171,6 +175,10 @@ impl Frame {
                 }
                 Frame::Credit(n)
             }
+            DONE => {
+                exact(0)?;
+                Frame::Done
+            }
             other => return Err(FrameError::UnknownKind(other)),
         })
     }
@@ -193,6 +201,7 @@ fn kind_name(kind: u8) -> &'static str {
         BARRIER => "barrier",
         END_OF_STREAM => "end-of-stream",
         CREDIT => "credit",
+        DONE => "done",
         _ => "unknown",
     }
 }
@@ -299,6 +308,7 @@ mod tests {
             Frame::Barrier(u64::MAX),
             Frame::EndOfStream,
             Frame::Credit(16),
+            Frame::Done,
         ];
         for frame in frames {
             assert_eq!(round_trip(frame.clone()).await, frame);

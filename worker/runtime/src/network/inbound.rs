@@ -203,12 +203,13 @@ async fn forward_loop(
         }
     }
     // The reader has seen EndOfStream and the end of the connection: tell the sender that
-    // everything was handed over by closing this side.
-    credits
-        .writer
-        .shutdown()
-        .await
-        .map_err(|err| NetworkError::ConnectionLost { channel, detail: format!("closing failed: {err}") })
+    // everything was handed over, and close this side.
+    let closing = |err: &dyn std::fmt::Display| NetworkError::ConnectionLost {
+        channel,
+        detail: format!("closing failed: {err}"),
+    };
+    write_frame(&mut credits.writer, &Frame::Done, max_frame_bytes).await.map_err(|err| closing(&err))?;
+    credits.writer.shutdown().await.map_err(|err| closing(&err))
 }
 
 /// Credits owed to the sender, written in one frame when the forwarder would wait.

@@ -31,11 +31,12 @@
 //! | 0x13 | Barrier | sender → receiver | checkpoint id u64 |
 //! | 0x14 | EndOfStream | sender → receiver | empty |
 //! | 0x20 | Credit | receiver → sender | u32 > 0, messages granted |
+//! | 0x21 | Done | receiver → sender | empty: everything, EndOfStream included, is in the local input |
 //!
 //! A connection is: Hello; Accept and Credit(initial), or Refuse and close; then Schema; then
 //! any number of Batch, Watermark and Barrier frames, and EndOfStream; then the sender closes
-//! its write side, and the receiver, once it has handed everything to its consumer, closes
-//! its own. Credit frames flow back on the same connection at any time after Accept. The
+//! its write side, and the receiver, once it has handed everything to its local input, sends
+//! Done and closes its own. Credit frames flow back on the same connection at any time after Accept. The
 //! channel's frames form one Arrow IPC stream (schema once, dictionaries tracked across
 //! batches; see `ipc` for why).
 //!

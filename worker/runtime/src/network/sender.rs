@@ -284,9 +284,11 @@ async fn read_credits(
     shared: Arc<SenderShared>,
     max_frame_bytes: usize,
 ) -> Result<(), NetworkError> {
+    let mut done = false;
     let result = loop {
         match read_frame(&mut read, max_frame_bytes).await {
-            Ok(Some(Frame::Credit(n))) => {
+            Ok(Some(Frame::Done)) if shared.end_sent.load(Ordering::Acquire) && !done => done = true,
+            Ok(Some(Frame::Credit(n))) if !done => {
                 let n = n as usize;
                 if shared.credits.available_permits().saturating_add(n) > Semaphore::MAX_PERMITS {
                     break Err(NetworkError::Protocol {
@@ -305,8 +307,9 @@ async fn read_credits(
                     ),
                 });
             }
-            // The receiver closes its side once it has handed EndOfStream to its consumer.
-            Ok(None) if shared.end_sent.load(Ordering::Acquire) => break Ok(()),
+            // The receiver says Done and closes its side once it has handed EndOfStream to
+            // its consumer.
+            Ok(None) if done => break Ok(()),
             Ok(None) => {
                 break Err(NetworkError::ConnectionLost {
                     channel,

@@ -342,3 +342,15 @@ async fn a_batch_over_the_frame_limit_is_refused_before_it_takes_credit() {
     assert_eq!((stats.sent(), stats.available_credit()), (0, 4));
     sender.send(StreamMessage::Batch(mixed_batch(0, 2))).await.expect("a small batch still goes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_fails_when_the_receiver_never_confirms_the_end() {
+    let (addr, receiver) = raw_receiver(4, Vec::new()).await;
+    let sender = RemoteSender::connect(&addr, JOB, ChannelId::new(0, 0, 0), int_schema(), &sender_options())
+        .await
+        .expect("connect");
+    // The receiver goes away after the handshake without ever sending Done.
+    drop(within("the receiver", receiver).await.expect("join"));
+    let err = within("close", sender.close()).await.expect_err("not confirmed");
+    assert!(err.is_connection_lost(), "{err}");
+}
