@@ -6,6 +6,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::liveness::Liveness;
+
 /// One edge between two subtasks: subtask `sender` of stage `stage` sends to subtask
 /// `receiver` of stage `stage + 1`. One TCP connection carries exactly one channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -43,6 +45,7 @@ pub struct SenderOptions {
     /// receiver's `pending_channel_wait`, which it may spend waiting for the channel.
     pub handshake_timeout: Duration,
     pub max_frame_bytes: usize,
+    pub liveness: Liveness,
 }
 
 impl Default for SenderOptions {
@@ -53,6 +56,7 @@ impl Default for SenderOptions {
             max_retry_interval: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(20),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            liveness: Liveness::default(),
         }
     }
 }
@@ -69,6 +73,7 @@ pub struct ReceiverOptions {
     /// it is refused as unknown.
     pub pending_channel_wait: Duration,
     pub max_frame_bytes: usize,
+    pub liveness: Liveness,
 }
 
 impl Default for ReceiverOptions {
@@ -78,6 +83,7 @@ impl Default for ReceiverOptions {
             handshake_timeout: Duration::from_secs(10),
             pending_channel_wait: Duration::from_secs(10),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            liveness: Liveness::default(),
         }
     }
 }

@@ -61,8 +61,9 @@
 //! that its receiver is gone from its next [`RemoteSender::send`], immediately also when it
 //! is waiting for credit.
 //!
-//! Not detected: a peer whose host vanishes without closing its sockets (no FIN or RST)
-//! stays undetected until TCP gives up; there are no heartbeats yet.
+//! A peer whose host vanishes without closing its sockets (no FIN or RST) is found by TCP
+//! keepalive and TCP_USER_TIMEOUT ([`Liveness`], about 25–30 s by default), not at once;
+//! there are no application heartbeats.
 
 mod channel;
 mod error;
@@ -70,6 +71,7 @@ mod frame;
 mod handshake;
 mod inbound;
 mod ipc;
+mod liveness;
 mod sender;
 mod server;
 
@@ -80,6 +82,7 @@ pub use channel::{ChannelId, DEFAULT_MAX_FRAME_BYTES, ReceiverOptions, SenderOpt
 pub use error::{FrameError, NetworkError, RefusalReason};
 pub use handshake::PROTOCOL_VERSION;
 pub use inbound::InboundSummary;
+pub use liveness::Liveness;
 pub use sender::{RemoteSender, SenderStats};
 pub use server::{ExchangeServer, InboundChannel};
 

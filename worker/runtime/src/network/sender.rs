@@ -87,6 +87,7 @@ impl RemoteSender {
     ) -> Result<RemoteSender, NetworkError> {
         let mut stream = connect_with_retry(addr, channel, options).await?;
         stream.set_nodelay(true).map_err(|source| NetworkError::Io { channel, source })?;
+        options.liveness.apply(&stream).map_err(|source| NetworkError::Io { channel, source })?;
         let hello = Hello { job_id: job_id.to_owned(), channel };
         handshake::offer(&mut stream, &hello, options.handshake_timeout, options.max_frame_bytes).await?;
 

@@ -234,6 +234,9 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, registry: Arc
     if let Err(err) = stream.set_nodelay(true) {
         tracing::warn!(%peer, error = %err, "exchange server: could not set TCP_NODELAY");
     }
+    if let Err(err) = options.liveness.apply(&stream) {
+        tracing::warn!(%peer, error = %err, "exchange server: could not set keepalive and user timeout");
+    }
     let first =
         tokio::time::timeout(options.handshake_timeout, read_frame(&mut stream, options.max_frame_bytes))
             .await;
