@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::channel::{ChannelId, SenderOptions};
-use super::error::{FrameError, NetworkError};
+use super::error::NetworkError;
 use super::frame::{Frame, ReadError, WriteError, read_frame, write_frame};
 use super::handshake::{self, Hello};
 use super::ipc::BatchEncoder;
@@ -37,9 +37,9 @@ pub struct RemoteSender {
     shared: Arc<SenderShared>,
     credit_reader: Option<JoinHandle<Result<(), NetworkError>>>,
     max_frame_bytes: usize,
-    /// Set while a frame is being written: a `send` cancelled mid-frame leaves the stream
-    /// unusable, and every later call says so instead of writing garbage.
-    writing: bool,
+    /// Why the channel can no longer be used: set by a failed `send`, or left behind by one
+    /// cancelled after it took its credit, so later calls fail instead of writing garbage.
+    broken: Option<String>,
 }
 
 struct SenderShared {
@@ -107,7 +107,7 @@ impl RemoteSender {
             shared,
             credit_reader: Some(credit_reader),
             max_frame_bytes: options.max_frame_bytes,
-            writing: false,
+            broken: None,
         };
         sender.write(&Frame::Schema(schema_message)).await?;
         tracing::debug!(%channel, addr, "remote channel connected");
@@ -124,42 +124,56 @@ impl RemoteSender {
 
     /// Sends one message, first waiting for a credit: a receiver that does not take its
     /// messages stops this sender after the credit it granted. Fails at once once the
-    /// receiver is gone, with the reason. Cancel-safe while waiting for credit; cancelled
-    /// while writing, the channel is broken and later calls fail.
+    /// receiver is gone, with the reason.
+    ///
+    /// Cancel-safe while it waits for credit. Any error, or a cancellation after the credit
+    /// was taken, leaves the channel broken (the IPC stream's dictionary state or a frame may
+    /// be half sent): later calls fail, and the task must fail.
     pub async fn send(&mut self, message: StreamMessage) -> Result<(), NetworkError> {
         let channel = self.channel;
+        if let Some(reason) = &self.broken {
+            return Err(NetworkError::Protocol {
+                channel,
+                detail: format!("the channel is unusable after an earlier failure: {reason}"),
+            });
+        }
         if self.shared.end_sent.load(Ordering::Acquire) {
             return Err(NetworkError::Closed { channel });
         }
+        let shared = self.shared.clone();
+        let Ok(permit) = shared.credits.acquire().await else {
+            let err = self.failure().await;
+            self.broken = Some(err.to_string());
+            return Err(err);
+        };
+        // From here on a dropped future leaves this reason behind.
+        self.broken = Some("a send was cancelled while it encoded or wrote".into());
         let end = matches!(message, StreamMessage::EndOfStream);
+        match self.encode_and_write(message).await {
+            Ok(()) => {
+                permit.forget();
+                self.broken = None;
+                self.shared.sent.fetch_add(1, Ordering::AcqRel);
+                if end {
+                    self.shared.end_sent.store(true, Ordering::Release);
+                }
+                Ok(())
+            }
+            Err(err) => {
+                self.broken = Some(err.to_string());
+                Err(err)
+            }
+        }
+    }
+
+    async fn encode_and_write(&mut self, message: StreamMessage) -> Result<(), NetworkError> {
         let frame = match message {
             StreamMessage::Batch(batch) => Frame::Batch(self.encoder.encode(&batch)?),
             StreamMessage::Watermark(w) => Frame::Watermark(w.0),
             StreamMessage::Barrier(id) => Frame::Barrier(id.0),
             StreamMessage::EndOfStream => Frame::EndOfStream,
         };
-        // Refuse an oversized batch before it takes a credit.
-        let len = frame.encoded_len();
-        if len > self.max_frame_bytes {
-            let source = FrameError::TooLarge { len, max: self.max_frame_bytes };
-            return Err(NetworkError::Frame { channel, source });
-        }
-        let credit = match self.shared.credits.acquire().await {
-            Ok(permit) => {
-                permit.forget();
-                true
-            }
-            Err(_closed) => false,
-        };
-        if !credit {
-            return Err(self.failure().await);
-        }
-        self.write(&frame).await?;
-        self.shared.sent.fetch_add(1, Ordering::AcqRel);
-        if end {
-            self.shared.end_sent.store(true, Ordering::Release);
-        }
-        Ok(())
+        self.write(&frame).await
     }
 
     /// Ends the channel cleanly: sends EndOfStream unless it was sent, closes the write
@@ -184,24 +198,15 @@ impl RemoteSender {
         }
     }
 
+    /// Writes and flushes one frame; an oversized one is refused before any byte is written.
     async fn write(&mut self, frame: &Frame) -> Result<(), NetworkError> {
-        let channel = self.channel;
-        if self.writing {
-            return Err(NetworkError::Protocol {
-                channel,
-                detail: "an earlier send was cancelled while writing a frame".into(),
-            });
-        }
-        self.writing = true;
         let written = match write_frame(&mut self.writer, frame, self.max_frame_bytes).await {
             Ok(()) => self.writer.flush().await,
             Err(WriteError::Io(err)) => Err(err),
             Err(WriteError::Frame(source)) => {
-                self.writing = false;
-                return Err(NetworkError::Frame { channel, source });
+                return Err(NetworkError::Frame { channel: self.channel, source });
             }
         };
-        self.writing = false;
         match written {
             Ok(()) => Ok(()),
             Err(err) => Err(self.lost_on_write(err).await),

@@ -322,7 +322,7 @@ async fn malformed_frames_from_a_receiver_fail_the_sender() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_over_the_frame_limit_is_refused_before_it_takes_credit() {
+async fn a_batch_over_the_frame_limit_is_refused_before_any_byte_is_written() {
     let server = server().await;
     let channel = ChannelId::new(0, 0, 0);
     let (tx, _rx) = mpsc::channel(4);
@@ -339,8 +339,13 @@ async fn a_batch_over_the_frame_limit_is_refused_before_it_takes_credit() {
         matches!(err, NetworkError::Frame { source: FrameError::TooLarge { max: 4096, .. }, .. }),
         "{err}"
     );
+    // The credit was given back, and the channel is broken: the task must fail.
     assert_eq!((stats.sent(), stats.available_credit()), (0, 4));
-    sender.send(StreamMessage::Batch(mixed_batch(0, 2))).await.expect("a small batch still goes");
+    let err = sender.send(StreamMessage::Batch(mixed_batch(0, 2))).await.expect_err("broken");
+    assert!(
+        err.to_string().contains("unusable after an earlier failure: channel s0[0]→s1[0]: frame of"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
