@@ -1,10 +1,11 @@
 //! Tests of the network exchange against real loopback TCP sockets: round trips of every
-//! message kind (`round_trip`), credit backpressure (`flow`), and refusals, lost peers and
-//! malformed frames (`failures`). Waits poll a condition with a deadline; none sleeps a
-//! fixed time.
+//! message kind (`round_trip`), credit backpressure (`flow`), refusals, lost peers and
+//! malformed frames (`failures`), and peers in another process killed mid-stream
+//! (`process`). Waits poll a condition with a deadline; none sleeps a fixed time to wait.
 
 mod failures;
 mod flow;
+mod process;
 mod round_trip;
 
 use std::sync::Arc;
