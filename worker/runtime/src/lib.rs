@@ -12,6 +12,7 @@ pub mod dataflow;
 mod error;
 pub mod executor;
 pub mod metrics;
+pub mod network;
 mod operator;
 pub mod operators;
 pub mod state;
