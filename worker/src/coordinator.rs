@@ -37,6 +37,9 @@ pub struct CheckpointSettings {
     pub retained: usize,
     /// A checkpoint not complete after this long fails.
     pub timeout: Duration,
+    /// Fault injection for tests (`MILLRACE_FAULT_CRASH_AFTER_CHECKPOINT`): the process
+    /// aborts right after checkpoint N's metadata is written, before any sink commits it.
+    pub crash_after_checkpoint: Option<u64>,
 }
 
 impl Default for CheckpointSettings {
@@ -46,6 +49,7 @@ impl Default for CheckpointSettings {
             interval: Duration::from_secs(10),
             retained: 3,
             timeout: Duration::from_secs(600),
+            crash_after_checkpoint: None,
         }
     }
 }
@@ -433,6 +437,13 @@ impl Coordinator {
         let outcome = self.write(&pending).await;
         match outcome {
             Ok((bytes, metadata)) => {
+                if self.settings.crash_after_checkpoint == Some(id) {
+                    tracing::error!(
+                        checkpoint = id,
+                        "fault injection: aborting between checkpoint completion and commit"
+                    );
+                    std::process::abort();
+                }
                 let took = pending.started.elapsed();
                 self.last_completed = Some(id);
                 self.metrics.completed.inc();

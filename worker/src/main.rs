@@ -154,6 +154,9 @@ fn run_role(ops_addr: Option<SocketAddr>, args: RunArgs) -> ExitCode {
             .or(source.checkpoint_interval_ms.map(Duration::from_millis))
             .unwrap_or(Duration::from_secs(10)),
         retained: args.checkpoints_retained.or(source.checkpoints_retained).unwrap_or(3),
+        crash_after_checkpoint: std::env::var("MILLRACE_FAULT_CRASH_AFTER_CHECKPOINT")
+            .ok()
+            .and_then(|v| v.parse().ok()),
         ..CheckpointSettings::default()
     });
     let options = JobOptions {

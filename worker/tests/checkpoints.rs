@@ -64,6 +64,7 @@ impl CaseRun<'_> {
                 interval: Duration::from_millis(50),
                 retained: 2,
                 timeout: Duration::from_secs(20),
+                crash_after_checkpoint: None,
             }),
             ..JobOptions::default()
         };

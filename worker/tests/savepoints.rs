@@ -100,6 +100,7 @@ fn prepare(
             interval: Duration::from_millis(100),
             retained: 2,
             timeout: Duration::from_secs(20),
+            crash_after_checkpoint: None,
         }),
         restore_from,
         ..JobOptions::default()

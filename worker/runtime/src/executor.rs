@@ -494,6 +494,7 @@ impl StageTask {
         let mut aligner = BarrierAligner::new(senders);
         // Messages released by an alignment, processed before anything new.
         let mut released: VecDeque<Envelope> = VecDeque::new();
+        let mut aligning_since: Option<Instant> = None;
         loop {
             let (sender, message) = match released.pop_front() {
                 Some(envelope) => envelope,
@@ -502,9 +503,19 @@ impl StageTask {
                     None => return Ok(()),
                 },
             };
+            if matches!(message, StreamMessage::Barrier(_)) && aligning_since.is_none() {
+                aligning_since = Some(Instant::now());
+            }
             let step = match aligner.accept(sender, message) {
                 Aligned::Held => Ok(()),
                 Aligned::Snapshot(checkpoint) => {
+                    if let Some(since) = aligning_since.take() {
+                        let stage = StageLabels { stage: format!("s{}", self.stage) };
+                        self.metrics
+                            .last_alignment_ms
+                            .get_or_create(&stage)
+                            .set(since.elapsed().as_millis() as i64);
+                    }
                     let step = self.checkpoint(checkpoint, None).await;
                     for envelope in aligner.release().into_iter().rev() {
                         released.push_front(envelope);
@@ -548,7 +559,10 @@ impl StageTask {
         if let Some(events) = &self.events {
             let busy_since = Instant::now();
             let operators = self.chain.snapshot().map_err(StepError::Failed)?;
-            self.busy.inc_by(busy_since.elapsed().as_secs_f64());
+            let took = busy_since.elapsed();
+            self.busy.inc_by(took.as_secs_f64());
+            let stage = StageLabels { stage: format!("s{}", self.stage) };
+            self.metrics.last_snapshot_ms.get_or_create(&stage).set(took.as_millis() as i64);
             let ack =
                 TaskAck { checkpoint, stage: self.stage, subtask: self.chain.subtask, operators, positions };
             events.send(TaskEvent::Ack(ack)).map_err(|_| StepError::Disconnected)?;

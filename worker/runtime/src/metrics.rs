@@ -34,6 +34,11 @@ pub struct RuntimeMetrics {
     /// Time a stage's tasks spent running batches and watermarks through their operators
     /// (not waiting for input or for space downstream).
     pub busy_seconds: Family<StageLabels, Counter<f64, AtomicU64>>,
+    /// Per stage: how long the last checkpoint's barrier alignment took (first barrier in to
+    /// last barrier in) at its slowest subtask since the gauge was last set.
+    pub last_alignment_ms: Family<StageLabels, Gauge>,
+    /// Per stage: how long the last snapshot of its operators' state took.
+    pub last_snapshot_ms: Family<StageLabels, Gauge>,
 }
 
 impl RuntimeMetrics {
@@ -66,6 +71,16 @@ impl RuntimeMetrics {
             "busy_seconds",
             "Time a stage's tasks spent processing batches and watermarks in their operators",
             metrics.busy_seconds.clone(),
+        );
+        registry.register(
+            "checkpoint_alignment_ms",
+            "Barrier alignment time of a stage's task in the last checkpoint",
+            metrics.last_alignment_ms.clone(),
+        );
+        registry.register(
+            "checkpoint_snapshot_ms",
+            "Time a stage's task took to snapshot its operators' state in the last checkpoint",
+            metrics.last_snapshot_ms.clone(),
         );
         metrics
     }
