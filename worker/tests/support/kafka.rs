@@ -73,6 +73,11 @@ pub struct RunningJob {
 
 impl RunningJob {
     pub fn start(sql: &str, parallelism: usize) -> Self {
+        Self::start_with(sql, parallelism, &[], &[])
+    }
+
+    /// Starts the job with extra `run` arguments and environment variables.
+    pub fn start_with(sql: &str, parallelism: usize, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let job = dir.path().join("job.sql");
         std::fs::write(&job, sql).expect("write job");
@@ -91,6 +96,8 @@ impl RunningJob {
                 "--kafka-bootstrap",
                 &bootstrap(),
             ])
+            .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -106,6 +113,35 @@ impl RunningJob {
                 std::fs::read_to_string(&self.log).unwrap_or_default()
             );
         }
+    }
+
+    /// Kills the process with SIGKILL (no chance to clean up) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits (up to the deadline) for the process to exit; its status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.wait_exit()
+    }
+
+    /// Waits (up to the deadline) for the process to exit by itself; its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(started.elapsed() < DEADLINE, "the job did not exit:\n{}", self.log());
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+    }
+
+    /// The job's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn metrics(&self) -> String {
