@@ -4,7 +4,8 @@
 //! is killed with SIGKILL at random moments five times, and once aborts itself between a
 //! checkpoint's completion and its commit; each time it is restarted on the same checkpoint
 //! folder. The `read_committed` output must equal the expected windows exactly: nothing
-//! lost, nothing twice. Gated by the `platform` feature; fails (never skips) without Kafka.
+//! lost, nothing twice. And a savepoint asked for over the job's HTTP API stops the job; a
+//! run at parallelism 4 resumes from it, with the same exactly-once output. Gated by the `platform` feature; fails (never skips) without Kafka.
 #![cfg(feature = "platform")]
 
 #[path = "support/kafka.rs"]
@@ -266,6 +267,84 @@ fn killed_five_times_and_crashed_before_a_commit_the_output_is_exactly_once() {
     let missing: Vec<_> = expected.keys().filter(|w| !got.contains_key(w)).collect();
     assert!(missing.is_empty(), "windows lost: {missing:?}");
     assert_eq!(got, expected, "window contents differ");
+}
+
+#[test]
+fn a_savepoint_through_the_api_stops_the_job_and_it_resumes_at_parallelism_4_exactly_once() {
+    let input = unique("sp-in");
+    let output = unique("sp-out");
+    create_topics(&[(&input, PARTITIONS), (&output, 1)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = format!("file://{}/chk-a", dir.path().display());
+    let second = format!("file://{}/chk-b", dir.path().display());
+    let target = format!("file://{}/savepoint", dir.path().display());
+    let sql = job_sql(&input, &output, &unique("sp-txn"));
+    let producer = produce_input(input.clone());
+
+    let mut job =
+        RunningJob::start_with(&sql, 2, &["--checkpoint-dir", &first, "--checkpoint-interval", "300ms"], &[]);
+    let started_at = last_checkpoint_after_start(&mut job);
+    let deadline = Instant::now() + DEADLINE;
+    while last_checkpoint(&job) <= started_at {
+        job.assert_running();
+        assert!(Instant::now() < deadline, "no checkpoint\n{}", job.log());
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+    let (status, body) = job.http(
+        "POST",
+        "/v1/savepoints",
+        Some(&format!(r#"{{"targetDirectory": "{target}", "stop": true}}"#)),
+    );
+    assert_eq!(status, 202, "{body}");
+    let id =
+        serde_json::from_str::<serde_json::Value>(&body).expect("JSON")["id"].as_u64().expect("request id");
+    let location = loop {
+        let (status, body) = job.http("GET", &format!("/v1/savepoints/{id}"), None);
+        assert_eq!(status, 200, "{body}");
+        let request: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        match request["status"].as_str() {
+            Some("COMPLETED") => break request["location"].as_str().expect("location").to_owned(),
+            Some("IN_PROGRESS") => {}
+            other => panic!("savepoint {other:?}: {body}"),
+        }
+        assert!(Instant::now() < deadline, "the savepoint did not complete");
+        std::thread::park_timeout(Duration::from_millis(20));
+    };
+    assert!(job.wait_exit().success(), "a stop with a savepoint exits cleanly\n{}", job.log());
+    let mut resumed = RunningJob::start_with(
+        &sql,
+        4,
+        &["--checkpoint-dir", &second, "--checkpoint-interval", "300ms", "--restore-from", &location],
+        &[],
+    );
+    let _ = last_checkpoint_after_start(&mut resumed);
+    // A bad request names the field at fault.
+    let (status, body) =
+        resumed.http("POST", "/v1/savepoints", Some(r#"{"targetDirectory": "relative/path"}"#));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("targetDirectory"), "{body}");
+
+    producer.join().expect("the producer finishes");
+    let expected = expected();
+    let mut reader = CommittedReader::new(&output);
+    let deadline = Instant::now() + DEADLINE * 2;
+    while reader.windows().len() < expected.len() {
+        resumed.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {} windows\n{}",
+            reader.windows().len(),
+            expected.len(),
+            resumed.log()
+        );
+        reader.poll();
+    }
+    assert!(resumed.terminate().success(), "{}", resumed.log());
+    reader.read_to_end();
+    let got = reader.windows();
+    assert!(got.values().all(|rows| rows.len() == 1), "a window was written twice");
+    let got: BTreeMap<(i64, i64), (i64, i64)> = got.into_iter().map(|(w, rows)| (w, rows[0])).collect();
+    assert_eq!(got, expected, "stop with savepoint at 2 + resume at 4 differs from the expected windows");
 }
 
 /// The newest completed checkpoint in the folder (its `chk-N/_metadata`).

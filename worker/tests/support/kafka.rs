@@ -144,6 +144,23 @@ impl RunningJob {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// An HTTP request to the job's ops port (`GET`/`POST` with a JSON body); the status
+    /// code and the body.
+    pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let mut stream = TcpStream::connect(&self.ops).expect("ops endpoint");
+        let body = body.unwrap_or("");
+        let request = format!(
+            "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).expect("request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("response");
+        let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        (status, body)
+    }
+
     pub fn metrics(&self) -> String {
         let mut stream = TcpStream::connect(&self.ops).expect("ops endpoint");
         stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
