@@ -6,5 +6,6 @@ source "$(dirname "$0")/lib.sh"
 bash "$ROOT/e2e/platform/kube.sh" status
 bash "$ROOT/e2e/platform/kafka.sh" status
 bash "$ROOT/e2e/platform/postgres.sh" status
+bash "$ROOT/e2e/platform/s3.sh" status
 bash "$ROOT/e2e/platform/pod-runner.sh" status
 if [[ -f "$LOCAL/env" ]]; then echo "env: ${LOCAL#$ROOT/}/env"; else echo "env: not written (run make up)"; fi

@@ -27,6 +27,9 @@ bash "$ROOT/e2e/platform/kafka.sh" up
 step "PostgreSQL"
 bash "$ROOT/e2e/platform/postgres.sh" up
 
+step "S3-compatible endpoint for checkpoint storage (moto; first install from PyPI takes a minute)"
+bash "$ROOT/e2e/platform/s3.sh" up
+
 step "pod runner"
 bash "$ROOT/e2e/platform/pod-runner.sh" up
 

@@ -12,6 +12,8 @@ source "$(dirname "$0")/lib.sh"
   echo "MILLRACE_PODS_DIR=$LOCAL/pods"
   echo "MILLRACE_BIN_DIR=$CARGO_TARGET_DIR/debug"
   echo "PATH=$BIN:\$PATH"
+  # The S3-compatible endpoint (moto) for checkpoint storage tests.
+  bash "$ROOT/e2e/platform/s3.sh" env
   # MILLRACE_API_URL and MILLRACE_ADMIN_TOKEN, once e2e/platform/api.sh up has run.
   if [[ -f "$LOCAL/api.env" ]]; then cat "$LOCAL/api.env"; fi
 } >"$LOCAL/env.tmp"

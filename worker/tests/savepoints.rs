@@ -79,7 +79,7 @@ struct Run {
 fn prepare(
     sql: &str,
     parallelism: usize,
-    checkpoints: Option<&Path>,
+    checkpoints: Option<String>,
     restore_from: Option<String>,
     rate: Option<f64>,
 ) -> Run {
@@ -95,8 +95,8 @@ fn prepare(
     let options = JobOptions {
         parallelism,
         slots: parallelism,
-        checkpointing: checkpoints.map(|dir| CheckpointSettings {
-            storage_url: format!("file://{}", dir.display()),
+        checkpointing: checkpoints.map(|storage_url| CheckpointSettings {
+            storage_url,
             interval: Duration::from_millis(100),
             retained: 2,
             timeout: Duration::from_secs(20),
@@ -122,8 +122,8 @@ async fn uninterrupted(parallelism: usize) -> Vec<(i64, i64, i64)> {
 async fn stop_with_savepoint(
     sql: &str,
     parallelism: usize,
-    dir: &Path,
-    target: &Path,
+    dir: String,
+    target: String,
 ) -> (Vec<(i64, i64, i64)>, String) {
     let run = prepare(sql, parallelism, Some(dir), None, Some(100.0));
     let metrics = JobMetrics::register(&mut Registry::default());
@@ -134,9 +134,8 @@ async fn stop_with_savepoint(
             assert!(Instant::now() < deadline, "no checkpoint within 20 s");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let request = control
-            .request_savepoint(Some(format!("file://{}", target.display())), true)
-            .expect("the savepoint request is accepted");
+        let request =
+            control.request_savepoint(Some(target.clone()), true).expect("the savepoint request is accepted");
         loop {
             let status = control.savepoint(request.id).expect("the request is known");
             if let Some(location) = status.location {
@@ -152,17 +151,23 @@ async fn stop_with_savepoint(
     (rows(&run.sink.batches()), location)
 }
 
-async fn rescale(from: usize, to: usize) {
+/// A fresh folder URL under a temp dir (kept alive by the returned guard).
+fn file_root() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("file://{}", dir.path().display());
+    (dir, url)
+}
+
+async fn rescale(from: usize, to: usize, root: &str) {
     if std::env::var("RUST_LOG").is_ok() {
         millrace_telemetry::init_tracing("info");
     }
     let expected = uninterrupted(from).await;
     assert!(!expected.is_empty());
-    let dir = tempfile::tempdir().expect("temp dir");
     let (mut before, savepoint) =
-        stop_with_savepoint(KEYED_WINDOWS, from, &dir.path().join("chk-a"), &dir.path().join("sp")).await;
+        stop_with_savepoint(KEYED_WINDOWS, from, format!("{root}/chk-a"), format!("{root}/sp")).await;
     assert!(before.len() < expected.len(), "the first run must stop before its input ends");
-    let resumed = prepare(KEYED_WINDOWS, to, Some(&dir.path().join("chk-b")), Some(savepoint), None);
+    let resumed = prepare(KEYED_WINDOWS, to, Some(format!("{root}/chk-b")), Some(savepoint), None);
     let metrics = JobMetrics::register(&mut Registry::default());
     resumed.job.run(&resumed.options, &metrics, &StopSignal::default()).await.expect("the job resumes");
     before.extend(rows(&resumed.sink.batches()));
@@ -172,27 +177,39 @@ async fn rescale(from: usize, to: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_savepoint_taken_at_parallelism_2_resumes_at_4_with_identical_output() {
-    rescale(2, 4).await;
+    let (_dir, root) = file_root();
+    rescale(2, 4, &root).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_savepoint_taken_at_parallelism_4_resumes_at_1_with_identical_output() {
-    rescale(4, 1).await;
+    let (_dir, root) = file_root();
+    rescale(4, 1, &root).await;
+}
+
+/// Checkpoints and the savepoint on the local platform's S3-compatible endpoint.
+#[cfg(feature = "platform")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_s3_a_savepoint_taken_at_parallelism_2_resumes_at_3_with_identical_output() {
+    let bucket = std::env::var("MILLRACE_S3_BUCKET")
+        .expect("MILLRACE_S3_BUCKET is not set: this test needs the local platform's S3 endpoint (make up)");
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    rescale(2, 3, &format!("s3://{bucket}/savepoint-test-{nanos}")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_changed_plan_is_refused_naming_the_unmapped_state_unless_allowed() {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let (_dir, root) = file_root();
     let (_, savepoint) =
-        stop_with_savepoint(KEYED_WINDOWS, 2, &dir.path().join("chk-a"), &dir.path().join("sp")).await;
-    let changed =
-        prepare(CHANGED_AGGREGATE, 2, Some(&dir.path().join("chk-b")), Some(savepoint.clone()), None);
+        stop_with_savepoint(KEYED_WINDOWS, 2, format!("{root}/chk-a"), format!("{root}/sp")).await;
+    let changed = prepare(CHANGED_AGGREGATE, 2, Some(format!("{root}/chk-b")), Some(savepoint.clone()), None);
     let metrics = JobMetrics::register(&mut Registry::default());
     let refused = changed.job.run(&changed.options, &metrics, &StopSignal::default()).await;
     let message = refused.expect_err("the changed plan is refused").to_string();
     assert!(message.contains("does not map") && message.contains("window_aggregate"), "{message}");
 
-    let mut allowed = prepare(CHANGED_AGGREGATE, 2, Some(&dir.path().join("chk-c")), Some(savepoint), None);
+    let mut allowed = prepare(CHANGED_AGGREGATE, 2, Some(format!("{root}/chk-c")), Some(savepoint), None);
     allowed.options.allow_non_restored_state = true;
     allowed.job.run(&allowed.options, &metrics, &StopSignal::default()).await.expect("allowed to drop state");
     assert!(!allowed.sink.batches().is_empty());
@@ -200,7 +217,7 @@ async fn a_changed_plan_is_refused_naming_the_unmapped_state_unless_allowed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_metadata_and_state_files_are_errors_not_panics() {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let (dir, root) = file_root();
     // Garbage metadata.
     let garbage = dir.path().join("garbage");
     std::fs::create_dir_all(&garbage).expect("mkdir");
@@ -208,7 +225,7 @@ async fn malformed_metadata_and_state_files_are_errors_not_panics() {
     let run = prepare(
         KEYED_WINDOWS,
         1,
-        Some(&dir.path().join("chk-a")),
+        Some(format!("{root}/chk-a")),
         Some(format!("file://{}", garbage.display())),
         None,
     );
@@ -219,13 +236,13 @@ async fn malformed_metadata_and_state_files_are_errors_not_panics() {
 
     // A good savepoint whose state file is then cut short.
     let (_, savepoint) =
-        stop_with_savepoint(KEYED_WINDOWS, 2, &dir.path().join("chk-b"), &dir.path().join("sp")).await;
+        stop_with_savepoint(KEYED_WINDOWS, 2, format!("{root}/chk-b"), format!("{root}/sp")).await;
     let state =
         walk(&dir.path().join("sp")).into_iter().find(|p| p.extension().is_some_and(|e| e == "arrow"));
     let state = state.expect("the savepoint holds window state");
     let bytes = std::fs::read(&state).expect("read");
     std::fs::write(&state, &bytes[..bytes.len() / 2]).expect("truncate");
-    let run = prepare(KEYED_WINDOWS, 2, Some(&dir.path().join("chk-c")), Some(savepoint), None);
+    let run = prepare(KEYED_WINDOWS, 2, Some(format!("{root}/chk-c")), Some(savepoint), None);
     let err =
         run.job.run(&run.options, &metrics, &StopSignal::default()).await.expect_err("a cut file is refused");
     assert!(err.to_string().contains("bytes") || err.to_string().contains("Arrow"), "{err}");

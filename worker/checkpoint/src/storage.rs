@@ -21,8 +21,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::CheckpointError;
@@ -48,8 +50,10 @@ pub struct CheckpointStorage {
 }
 
 impl CheckpointStorage {
-    /// Opens storage at `url`: `file:///absolute/dir` (created if missing). `s3://` is not
-    /// built yet and is refused with that reason rather than accepted and failing later.
+    /// Opens storage at `url`: `file:///absolute/dir` (created if missing), or
+    /// `s3://bucket/prefix` on any S3-compatible store, configured by the standard `AWS_*`
+    /// environment variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`).
     pub fn open(url: &str) -> Result<Self, CheckpointError> {
         let unsupported =
             |why: &str| CheckpointError::UnsupportedUrl { url: url.to_owned(), why: why.to_owned() };
@@ -63,8 +67,24 @@ impl CheckpointStorage {
                     .map_err(|source| CheckpointError::Store { location: url.to_owned(), source })?;
                 Ok(Self { store: Arc::new(store), url: url.trim_end_matches('/').to_owned() })
             }
-            "s3" => Err(unsupported("S3-compatible storage is not built yet; use file://")),
-            other => Err(unsupported(&format!("scheme {other}:// (supported: file://)"))),
+            "s3" => {
+                let bucket =
+                    parsed.host_str().filter(|b| !b.is_empty()).ok_or_else(|| unsupported("no bucket"))?;
+                // Endpoint, credentials and region from the standard AWS_* variables
+                // (AWS_ENDPOINT_URL for any S3-compatible store, AWS_ALLOW_HTTP for plain http).
+                let store = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|source| CheckpointError::Store { location: url.to_owned(), source })?;
+                let prefix = parsed.path().trim_matches('/');
+                let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                    Arc::new(store)
+                } else {
+                    Arc::new(PrefixStore::new(store, prefix))
+                };
+                Ok(Self { store, url: url.trim_end_matches('/').to_owned() })
+            }
+            other => Err(unsupported(&format!("scheme {other}:// (supported: file://, s3://)"))),
         }
     }
 
