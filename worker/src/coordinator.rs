@@ -193,6 +193,8 @@ pub struct Coordinator {
     status: JobStatusView,
     /// Waiters for the checkpoint after the pending one.
     queued: Vec<Waiter>,
+    /// Where the sources of finished tasks ended: every later checkpoint records them.
+    finished_positions: BTreeMap<i32, i64>,
 }
 
 /// What the coordinator publishes about its checkpoints, for the job's HTTP API.
@@ -253,6 +255,7 @@ impl Coordinator {
             last_completed,
             status,
             queued: Vec::new(),
+            finished_positions: BTreeMap::new(),
         }
     }
 
@@ -356,8 +359,11 @@ impl Coordinator {
 
     async fn on_task_event(&mut self, event: TaskEvent) {
         match event {
-            TaskEvent::Finished { stage, subtask } => {
+            TaskEvent::Finished { stage, subtask, positions } => {
                 self.finished.insert((stage, subtask));
+                if let Some(positions) = positions {
+                    self.finished_positions.extend(positions.into_iter().map(|(p, o)| (p.0, o)));
+                }
                 // Its sink may still wait for the pending checkpoint's barrier.
                 let Some((id, acked)) =
                     self.pending.as_ref().map(|p| (p.id, p.tasks.contains_key(&(stage, subtask))))
@@ -622,6 +628,7 @@ impl Coordinator {
             .into_iter()
             .map(|(operator_id, tables)| OperatorState { operator_id, tables })
             .collect();
+        positions.extend(self.finished_positions.iter().map(|(p, o)| (*p, *o)));
         metadata.sources = vec![SourcePosition {
             table: shape.source_table.clone(),
             topic: shape.source_topic.clone(),

@@ -33,7 +33,7 @@ pub(crate) fn run_source(config: FileConfig, ctx: SourceContext) -> Result<(), C
     // A file is one partition, read by instance 0.
     let assigned = if ctx.subtask == 0 { vec![SourcePartition(0)] } else { Vec::new() };
     if !ctx.emit(SourceEvent::Assigned(assigned)) || ctx.subtask != 0 {
-        ctx.emit(SourceEvent::End);
+        ctx.emit(SourceEvent::End { positions: Default::default() });
         return Ok(());
     }
     let decoder = RecordDecoder::new(&ctx.table, config.format)?;
@@ -55,7 +55,7 @@ pub(crate) fn run_source(config: FileConfig, ctx: SourceContext) -> Result<(), C
             lines.push(line.map_err(io)?);
         }
         if lines.is_empty() {
-            ctx.emit(SourceEvent::End);
+            ctx.emit(SourceEvent::End { positions: [(SourcePartition(0), offset)].into() });
             return Ok(());
         }
         let records: Vec<RecordRef<'_>> = lines

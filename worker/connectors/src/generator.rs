@@ -45,7 +45,7 @@ pub(crate) fn run_source(config: GeneratorConfig, ctx: SourceContext) -> Result<
         }
         let remaining = config.count.map_or(u64::MAX, |c| c.saturating_sub(offset as u64));
         if remaining == 0 {
-            ctx.emit(SourceEvent::End);
+            ctx.emit(SourceEvent::End { positions: [(partition, offset)].into() });
             return Ok(());
         }
         let rows = (config.batch_size as u64).min(remaining) as usize;

@@ -134,7 +134,9 @@ pub(crate) fn run_source(config: MemorySourceConfig, ctx: SourceContext) -> Resu
         }
         start = end;
     }
-    ctx.emit(SourceEvent::End);
+    ctx.emit(SourceEvent::End {
+        positions: offsets.iter().map(|(p, o)| (SourcePartition(*p), *o)).collect(),
+    });
     Ok(())
 }
 

@@ -42,7 +42,9 @@ pub enum TaskEvent {
     Ack(TaskAck),
     /// The task has finished (its input ended): it acknowledges no later checkpoint, and
     /// needs not, having no state left.
-    Finished { stage: usize, subtask: usize },
+    /// A first-stage task whose source ended names where it ended (`positions`), so that
+    /// later checkpoints record it as read to the end.
+    Finished { stage: usize, subtask: usize, positions: Option<SourcePositions> },
 }
 
 /// What the executor needs to take part in checkpoints.

@@ -169,6 +169,7 @@ pub async fn run_dataflow(
                 busy,
                 stage: k,
                 events: events.clone(),
+                final_positions: None,
             };
             if k == 0 {
                 let source =
@@ -393,6 +394,8 @@ struct StageTask {
     stage: usize,
     /// Where checkpoint acknowledgements go (jobs that take checkpoints).
     events: Option<mpsc::UnboundedSender<TaskEvent>>,
+    /// Where this task's bounded source ended (first stage only).
+    final_positions: Option<SourcePositions>,
 }
 
 /// The downstream is gone (its task failed or the job is stopping); stop quietly, the
@@ -470,7 +473,10 @@ impl StageTask {
                 Some(SourceEvent::Barrier { checkpoint, positions }) => {
                     self.checkpoint(checkpoint, Some(positions)).await
                 }
-                Some(SourceEvent::End) | None => {
+                end @ (Some(SourceEvent::End { .. }) | None) => {
+                    if let Some(SourceEvent::End { positions }) = end {
+                        self.final_positions = Some(positions);
+                    }
                     if self.step(Vec::new(), Some(Watermark::MAX), true).await.is_ok() {
                         self.end().await;
                     }
@@ -647,7 +653,11 @@ impl StageTask {
     async fn end(&mut self) {
         if let Some(events) = &self.events {
             // A coordinator gone away has nothing left to count.
-            let _ = events.send(TaskEvent::Finished { stage: self.stage, subtask: self.chain.subtask });
+            let _ = events.send(TaskEvent::Finished {
+                stage: self.stage,
+                subtask: self.chain.subtask,
+                positions: self.final_positions.take(),
+            });
         }
         if let Output::Exchange { me, targets, .. } = &self.output {
             for target in targets {

@@ -105,7 +105,7 @@ async fn keyed_exchange_sends_each_key_to_one_subtask_and_keeps_every_row() {
                 .await
                 .expect("batch");
         }
-        tx.send(SourceEvent::End).await.expect("end");
+        tx.send(SourceEvent::End { positions: Default::default() }).await.expect("end");
     }
     run.await.expect("executor task").expect("dataflow succeeds");
     let mut owner: BTreeMap<i64, usize> = BTreeMap::new();
@@ -196,7 +196,7 @@ async fn a_sink_that_stops_reading_backpressures_the_source() {
         rows
     });
     let finish = async {
-        source_tx.send(SourceEvent::End).await.expect("end");
+        source_tx.send(SourceEvent::End { positions: Default::default() }).await.expect("end");
         drop(source_tx);
         let rows = drain.await.expect("drain task");
         run.await.expect("executor task").expect("dataflow succeeds");

@@ -76,8 +76,9 @@ pub enum SourceEvent {
     /// The source's answer to a checkpoint request: every batch before it is covered by
     /// the checkpoint, and `positions` is where reading resumes after a restore from it.
     Barrier { checkpoint: CheckpointId, positions: SourcePositions },
-    /// A bounded source has no more rows.
-    End,
+    /// A bounded source has no more rows; `positions` is where it ended (a restore from a
+    /// checkpoint taken after this reads nothing more from these partitions).
+    End { positions: SourcePositions },
 }
 
 /// Where a source instance stands: per partition it reads, the position of the next record

@@ -79,7 +79,7 @@ pub(crate) fn run_source(config: NexmarkConfig, ctx: SourceContext) -> Result<()
             return Ok(());
         }
         if positions.is_done() {
-            ctx.emit(SourceEvent::End);
+            ctx.emit(SourceEvent::End { positions: [(partition, restored + taken as i64)].into() });
             return Ok(());
         }
         // Pace by the schedule since the start, so a slow batch does not lower the rate.
