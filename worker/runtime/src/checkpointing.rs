@@ -109,7 +109,7 @@ pub fn operator_ids(dataflow: &Dataflow) -> Result<Vec<Vec<String>>, OperatorErr
             .map(|o| o.instantiate().map(|o| o.name()))
             .collect::<Result<Vec<_>, _>>()?;
         ids.push(
-            crate::executor::operator_labels(k, &names)
+            crate::chain::operator_labels(k, &names)
                 .into_iter()
                 .zip(&stage.operators)
                 .map(|(label, spec)| format!("{label}-{:08x}", fnv1a(&spec.fingerprint()) as u32))

@@ -7,6 +7,7 @@
 //! `millrace-connectors`).
 
 mod alignment;
+mod chain;
 pub mod checkpointing;
 pub mod dataflow;
 mod error;
