@@ -565,7 +565,6 @@ impl Coordinator {
             shape.parallelism as u32,
         );
         metadata.finished = pending.final_checkpoint;
-        let width = incremental::chunk_width(shape.max_parallelism);
         let mut writer = StateWriter::new(&self.storage, pending.id, &self.last_files);
         let mut operators: BTreeMap<String, Vec<TableState>> = BTreeMap::new();
         let mut positions = BTreeMap::new();
@@ -602,6 +601,8 @@ impl Coordinator {
                     let failed = |e: String| format!("state of {id} table {}: {e}", declared.name);
                     let pieces = match scope {
                         StoredScope::KeyGroups => {
+                            let rows = snapshot.batches.iter().map(|b| b.num_rows()).sum();
+                            let width = incremental::chunk_width(shape.max_parallelism, rows);
                             incremental::key_group_chunks(&snapshot.batches, owned, width)
                                 .map_err(failed)?
                                 .into_iter()

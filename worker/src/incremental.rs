@@ -12,7 +12,9 @@
 //! which retention keeps while any kept checkpoint references it.
 //!
 //! The grid width: `max_parallelism / 32` key groups (at least 1), so a table has at most 32
-//! grid chunks plus one cut per subtask boundary. At the default maxParallelism 128 that is
+//! grid chunks plus one cut per subtask boundary. A subtask's table of fewer than
+//! [`MIN_ROWS_TO_CHUNK`] rows is one file over the subtask's range: small state gains nothing
+//! from chunks and would pay a file for each. At the default maxParallelism 128 that is
 //! 4 key groups a chunk: a checkpoint after updates to a few keys rewrites about 1/32 of the
 //! state per touched key rather than all of it, while the file count (and the metadata's
 //! size and the per-file cost of object storage) stays bounded by 32 + parallelism per table
@@ -40,8 +42,16 @@ use millrace_runtime::state::KEY_GROUP_COLUMN;
 /// Grid chunks per keyed table (see the module docs).
 pub const CHUNKS_PER_TABLE: u32 = 32;
 
-/// Key groups per grid chunk.
-pub fn chunk_width(max_parallelism: u32) -> u32 {
+/// A subtask's keyed table with fewer rows is one file over its whole range: cutting small
+/// state saves no bytes and costs a file per chunk (a watermark table, one row per key
+/// group, would otherwise be 32 files rewritten at every checkpoint).
+pub const MIN_ROWS_TO_CHUNK: usize = 4096;
+
+/// Key groups per grid chunk for a subtask's keyed table of `rows` rows.
+pub fn chunk_width(max_parallelism: u32, rows: usize) -> u32 {
+    if rows < MIN_ROWS_TO_CHUNK {
+        return max_parallelism.max(1);
+    }
     (max_parallelism / CHUNKS_PER_TABLE).max(1)
 }
 
@@ -266,10 +276,17 @@ mod tests {
 
     #[test]
     fn the_grid_width_is_a_32nd_of_max_parallelism_and_at_least_one() {
-        assert_eq!(chunk_width(128), 4);
-        assert_eq!(chunk_width(32768), 1024);
-        assert_eq!(chunk_width(10), 1);
-        assert_eq!(chunk_width(1), 1);
+        let big = MIN_ROWS_TO_CHUNK;
+        assert_eq!(chunk_width(128, big), 4);
+        assert_eq!(chunk_width(32768, big), 1024);
+        assert_eq!(chunk_width(10, big), 1);
+        assert_eq!(chunk_width(1, big), 1);
+        // Small tables are one chunk: the subtask's whole range.
+        assert_eq!(chunk_width(128, big - 1), 128);
+        let owned = KeyGroupRange::of_subtask(1, 2, 128);
+        let chunks =
+            key_group_chunks(&[keyed(vec![64, 100, 127])], owned, chunk_width(128, 3)).expect("chunks");
+        assert_eq!(chunks.iter().map(|(r, _)| (r.first, r.last)).collect::<Vec<_>>(), vec![(64, 127)]);
     }
 
     #[test]
@@ -334,7 +351,9 @@ mod tests {
             for s in 0..p {
                 let owned = KeyGroupRange::of_subtask(s, p, m);
                 let all: Vec<u32> = (owned.first..=owned.last).collect();
-                for (range, _) in key_group_chunks(&[keyed(all)], owned, chunk_width(m)).expect("chunks") {
+                for (range, _) in
+                    key_group_chunks(&[keyed(all)], owned, chunk_width(m, MIN_ROWS_TO_CHUNK)).expect("chunks")
+                {
                     let slot = Slot::KeyGroups { first: range.first, last: range.last };
                     files.push(slot.state_file(
                         format!("shared/chk-1/op/t/{}", slot.file_name("arrow")),
