@@ -327,7 +327,7 @@ mod tests {
         let reversed =
             take_record_batch(&one, &UInt32Array::from(vec![3, 2, 1, 0])).map_err(|e| e.to_string())?;
         let split = [one.slice(0, 1), one.slice(1, 3)];
-        assert_eq!(encoded(&[one.clone()])?, encoded(&[reversed])?);
+        assert_eq!(encoded(std::slice::from_ref(&one))?, encoded(&[reversed])?);
         assert_eq!(encoded(&[one])?, encoded(&split)?);
         Ok(())
     }
