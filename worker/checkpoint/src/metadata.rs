@@ -304,6 +304,9 @@ mod tests {
         let bytes = m.to_json().expect("valid metadata serializes");
         assert_eq!(SnapshotMetadata::parse("mem", &bytes).expect("parses back"), m);
         assert_eq!(m.files().count(), 2);
+        // contentHash is written only where there is one, so older readers see v1 as before.
+        let text = String::from_utf8(bytes).expect("JSON is UTF-8");
+        assert_eq!(text.matches("\"contentHash\": \"xxh3-128:00ff\"").count(), 1, "{text}");
     }
 
     #[test]
