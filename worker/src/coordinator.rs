@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use millrace_checkpoint::{
-    CheckpointStorage, KeyGroupRange as StoredRange, OperatorState, SnapshotKind, SnapshotMetadata,
-    SourcePosition, StateFile, StateScope as StoredScope, TableState,
+    CheckpointStorage, OperatorState, SnapshotKind, SnapshotMetadata, SourcePosition,
+    StateScope as StoredScope, TableState,
 };
 use millrace_connectors::{BarrierTrigger, SinkAck};
 use millrace_runtime::{KeyGroupRange, StateScope, TaskAck, TaskEvent};
@@ -25,6 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::incremental::{self, FileIndex, Slot, StateWriter};
 use crate::state_files;
 
 /// How a job takes checkpoints.
@@ -60,7 +61,11 @@ pub struct CheckpointMetrics {
     pub completed: Counter,
     pub failed: Counter,
     pub last_duration_ms: Gauge,
+    /// State bytes the last completed checkpoint references (its full state).
     pub last_bytes: Gauge,
+    /// State bytes the last completed checkpoint wrote itself (the rest it references from
+    /// earlier checkpoints, unchanged).
+    pub last_checkpoint_bytes_written: Gauge,
     pub last_completed_id: Gauge,
 }
 
@@ -80,8 +85,13 @@ impl CheckpointMetrics {
         );
         registry.register(
             "last_checkpoint_bytes",
-            "State bytes written by the last completed checkpoint",
+            "State bytes the last completed checkpoint references (its whole state)",
             metrics.last_bytes.clone(),
+        );
+        registry.register(
+            "last_checkpoint_bytes_written",
+            "State bytes the last completed checkpoint wrote (incremental: unchanged files are referenced, not written)",
+            metrics.last_checkpoint_bytes_written.clone(),
         );
         registry.register(
             "last_checkpoint_id",
@@ -195,6 +205,9 @@ pub struct Coordinator {
     queued: Vec<Waiter>,
     /// Where the sources of finished tasks ended: every later checkpoint records them.
     finished_positions: BTreeMap<i32, i64>,
+    /// The files of the last completed (or the restored) checkpoint, which the next one
+    /// references where its state has not changed.
+    last_files: FileIndex,
 }
 
 /// What the coordinator publishes about its checkpoints, for the job's HTTP API.
@@ -208,7 +221,11 @@ pub struct CheckpointStatus {
     pub last_checkpoint_id: Option<u64>,
     pub last_checkpoint_completed_at_ms: Option<i64>,
     pub last_checkpoint_duration_ms: Option<u64>,
+    /// State bytes the last checkpoint references (its whole state).
     pub last_checkpoint_bytes: Option<u64>,
+    /// State bytes the last checkpoint wrote itself (incremental checkpoints write only what
+    /// changed).
+    pub last_checkpoint_bytes_written: Option<u64>,
     pub checkpoints_completed: u64,
     pub checkpoints_failed: u64,
     pub restored_from: Option<String>,
@@ -256,12 +273,14 @@ impl Coordinator {
             status,
             queued: Vec::new(),
             finished_positions: BTreeMap::new(),
+            last_files: FileIndex::default(),
         }
     }
 
     /// Runs until `control` closes. Errors only when storage refuses a completed checkpoint's
     /// commit protocol in a way the job cannot go on from.
     pub async fn run(mut self, mut control: mpsc::Receiver<Control>) {
+        self.last_files = self.restored_files().await;
         let mut ticker = tokio::time::interval_at(
             tokio::time::Instant::now() + self.settings.interval,
             self.settings.interval,
@@ -306,6 +325,27 @@ impl Coordinator {
                 },
             }
             self.complete_if_acknowledged().await;
+        }
+    }
+
+    /// The files of the checkpoint the job restored from, when it is one of this job's own
+    /// checkpoints (a savepoint's files live elsewhere and are not referenced).
+    async fn restored_files(&self) -> FileIndex {
+        let Some(id) = self.last_completed else { return FileIndex::default() };
+        match self.storage.load_checkpoint(id).await {
+            Ok(metadata) => {
+                let files = FileIndex::of_checkpoint(&metadata);
+                tracing::debug!(
+                    checkpoint = id,
+                    files = files.len(),
+                    "the next checkpoint may reference the restored one's files"
+                );
+                files
+            }
+            Err(err) => {
+                tracing::debug!(checkpoint = id, %err, "not restored from a checkpoint of this storage; the next checkpoint writes all its state");
+                FileIndex::default()
+            }
         }
     }
 
@@ -442,7 +482,8 @@ impl Coordinator {
         let id = pending.id;
         let outcome = self.write(&pending).await;
         match outcome {
-            Ok((bytes, metadata)) => {
+            Ok(Written { metadata, referenced: bytes, written, files }) => {
+                self.last_files = files;
                 if self.settings.crash_after_checkpoint == Some(id) {
                     tracing::error!(
                         checkpoint = id,
@@ -455,18 +496,21 @@ impl Coordinator {
                 self.metrics.completed.inc();
                 self.metrics.last_duration_ms.set(took.as_millis() as i64);
                 self.metrics.last_bytes.set(bytes as i64);
+                self.metrics.last_checkpoint_bytes_written.set(written as i64);
                 self.metrics.last_completed_id.set(id as i64);
                 self.status.update(|s| {
                     s.last_checkpoint_id = Some(id);
                     s.last_checkpoint_completed_at_ms = Some(metadata.completed_at_ms);
                     s.last_checkpoint_duration_ms = Some(took.as_millis() as u64);
                     s.last_checkpoint_bytes = Some(bytes);
+                    s.last_checkpoint_bytes_written = Some(written);
                     s.checkpoints_completed += 1;
                 });
                 tracing::info!(
                     checkpoint = id,
                     ms = took.as_millis() as u64,
                     bytes,
+                    written,
                     final_checkpoint = pending.final_checkpoint,
                     "checkpoint complete"
                 );
@@ -514,9 +558,10 @@ impl Coordinator {
         Ok(SavepointWritten { checkpoint_id: metadata.checkpoint_id, location: folder.url().to_owned() })
     }
 
-    /// Writes the state files and the metadata of a fully acknowledged checkpoint; returns
-    /// the bytes written and the metadata.
-    async fn write(&self, pending: &Pending) -> Result<(u64, SnapshotMetadata), String> {
+    /// Writes the state files and the metadata of a fully acknowledged checkpoint: keyed
+    /// tables in key-group chunks, every file not written again when the last checkpoint
+    /// holds the same bytes for it (see [`crate::incremental`]).
+    async fn write(&self, pending: &Pending) -> Result<Written, String> {
         let shape = &self.shape;
         let mut metadata = SnapshotMetadata::new(
             SnapshotKind::Checkpoint,
@@ -526,7 +571,7 @@ impl Coordinator {
             shape.parallelism as u32,
         );
         metadata.finished = pending.final_checkpoint;
-        let mut total = 0u64;
+        let mut writer = StateWriter::new(&self.storage, pending.id, &self.last_files);
         let mut operators: BTreeMap<String, Vec<TableState>> = BTreeMap::new();
         let mut positions = BTreeMap::new();
         let mut acks: Vec<&TaskAck> = pending.tasks.values().collect();
@@ -536,8 +581,10 @@ impl Coordinator {
                 positions.extend(p.iter().map(|(partition, offset)| (partition.0, *offset)));
             }
             let stage_parallelism = shape.stage_parallelism.get(ack.stage).copied().unwrap_or(1);
+            let owned = KeyGroupRange::of_subtask(ack.subtask, stage_parallelism, shape.max_parallelism);
             for operator in &ack.operators {
-                let tables = operators.entry(operator.operator_id.clone()).or_default();
+                let id = operator.operator_id.as_str();
+                let tables = operators.entry(id.to_owned()).or_default();
                 for (declared, snapshot) in &operator.tables {
                     let scope = match declared.scope {
                         StateScope::KeyGroups => StoredScope::KeyGroups,
@@ -557,37 +604,28 @@ impl Coordinator {
                     if snapshot.batches.iter().all(|b| b.num_rows() == 0) {
                         continue;
                     }
-                    let bytes = state_files::encode(&snapshot.batches)
-                        .map_err(|e| format!("encoding {} {}: {e}", operator.operator_id, declared.name))?;
-                    let size = bytes.len() as u64;
-                    let path = self
-                        .storage
-                        .put_state_file(
-                            pending.id,
-                            &operator.operator_id,
-                            declared.name,
-                            &format!("{}.arrow", ack.subtask),
-                            bytes,
-                        )
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    total += size;
-                    let range =
-                        KeyGroupRange::of_subtask(ack.subtask, stage_parallelism, shape.max_parallelism);
-                    tables[index].files.push(match scope {
-                        StoredScope::KeyGroups => StateFile {
-                            path,
-                            key_groups: Some(StoredRange { first: range.first, last: range.last }),
-                            subtask: None,
-                            bytes: size,
-                        },
-                        StoredScope::Instance => StateFile {
-                            path,
-                            key_groups: None,
-                            subtask: Some(ack.subtask as u32),
-                            bytes: size,
-                        },
-                    });
+                    let failed = |e: String| format!("state of {id} table {}: {e}", declared.name);
+                    let pieces = match scope {
+                        StoredScope::KeyGroups => {
+                            let rows = snapshot.batches.iter().map(|b| b.num_rows()).sum();
+                            let width = incremental::chunk_width(shape.max_parallelism, rows);
+                            incremental::key_group_chunks(&snapshot.batches, owned, width)
+                                .map_err(failed)?
+                                .into_iter()
+                                .map(|(r, batch)| {
+                                    (Slot::KeyGroups { first: r.first, last: r.last }, vec![batch])
+                                })
+                                .collect()
+                        }
+                        StoredScope::Instance => {
+                            vec![(Slot::Subtask(ack.subtask as u32), snapshot.batches.clone())]
+                        }
+                    };
+                    for (slot, batches) in pieces {
+                        let bytes = state_files::encode(&batches).map_err(failed)?;
+                        let file = writer.file(id, declared.name, slot, "arrow", bytes).await?;
+                        tables[index].files.push(file);
+                    }
                 }
             }
         }
@@ -597,25 +635,9 @@ impl Coordinator {
             instances.sort_by_key(|(i, _)| **i);
             for (instance, state) in instances {
                 let Some(state) = state else { continue };
-                let size = state.len() as u64;
-                let path = self
-                    .storage
-                    .put_state_file(
-                        pending.id,
-                        &side.operator_id,
-                        SINK_TABLE,
-                        &format!("{instance}.json"),
-                        bytes::Bytes::from(state.clone()),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                total += size;
-                files.push(StateFile {
-                    path,
-                    key_groups: None,
-                    subtask: Some(*instance as u32),
-                    bytes: size,
-                });
+                let bytes = bytes::Bytes::from(state.clone());
+                let slot = Slot::Subtask(*instance as u32);
+                files.push(writer.file(&side.operator_id, SINK_TABLE, slot, "json", bytes).await?);
             }
             if !files.is_empty() {
                 operators.insert(
@@ -637,8 +659,19 @@ impl Coordinator {
         metadata.completed_at_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         self.storage.complete_checkpoint(&metadata).await.map_err(|e| e.to_string())?;
-        Ok((total, metadata))
+        let (referenced, written) = (writer.referenced, writer.written);
+        Ok(Written { metadata, referenced, written, files: writer.into_index() })
     }
+}
+
+/// A completed checkpoint as [`Coordinator::write`] wrote it.
+struct Written {
+    metadata: SnapshotMetadata,
+    /// Bytes of every state file it references.
+    referenced: u64,
+    /// Bytes of the state files it wrote (the rest it took over from the one before).
+    written: u64,
+    files: FileIndex,
 }
 
 /// The state table a sink's pre-commit state is filed under.

@@ -4,6 +4,7 @@
 
 pub mod control;
 pub mod coordinator;
+mod incremental;
 pub mod job;
 pub mod manifest;
 pub mod restore;

@@ -63,6 +63,11 @@ pub struct StateFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subtask: Option<u32>,
     pub bytes: u64,
+    /// A hash of the file's bytes, `<algorithm>:<hex>` (`xxh3-128:…`). A later checkpoint
+    /// whose file for the same slot hashes the same references this file instead of writing
+    /// its own. Absent in older documents and where nothing hashed the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<String>,
 }
 
 /// One declared state table of an operator.
@@ -273,12 +278,14 @@ mod tests {
                         key_groups: Some(KeyGroupRange { first: 0, last: 63 }),
                         subtask: None,
                         bytes: 10,
+                        content_hash: None,
                     },
                     StateFile {
                         path: "shared/chk-7/b.arrow".into(),
                         key_groups: Some(KeyGroupRange { first: 64, last: 127 }),
                         subtask: None,
                         bytes: 20,
+                        content_hash: Some("xxh3-128:00ff".into()),
                     },
                 ],
             }],
@@ -297,6 +304,9 @@ mod tests {
         let bytes = m.to_json().expect("valid metadata serializes");
         assert_eq!(SnapshotMetadata::parse("mem", &bytes).expect("parses back"), m);
         assert_eq!(m.files().count(), 2);
+        // contentHash is written only where there is one, so older readers see v1 as before.
+        let text = String::from_utf8(bytes).expect("JSON is UTF-8");
+        assert_eq!(text.matches("\"contentHash\": \"xxh3-128:00ff\"").count(), 1, "{text}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ fn keyed(path: &str, first: u32, last: u32, bytes: usize) -> StateFile {
         key_groups: Some(KeyGroupRange { first, last }),
         subtask: None,
         bytes: bytes as u64,
+        content_hash: None,
     }
 }
 
