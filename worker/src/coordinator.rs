@@ -277,6 +277,16 @@ impl Coordinator {
         }
     }
 
+    /// Numbers new checkpoints after `newest` too (the newest checkpoint already in storage),
+    /// so a job restored from an older savepoint never reuses an id, nor overwrites the state
+    /// files of a checkpoint that later ones may reference.
+    pub fn numbering_after(mut self, newest: Option<u64>) -> Self {
+        if let Some(newest) = newest {
+            self.next_id = self.next_id.max(newest + 1);
+        }
+        self
+    }
+
     /// Runs until `control` closes. Errors only when storage refuses a completed checkpoint's
     /// commit protocol in a way the job cannot go on from.
     pub async fn run(mut self, mut control: mpsc::Receiver<Control>) {

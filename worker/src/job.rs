@@ -387,6 +387,12 @@ impl Job {
                 };
                 let (control_tx, requests) = mpsc::channel(16);
                 let storage_url = settings.storage_url.clone();
+                let newest = storage
+                    .completed_checkpoints()
+                    .await
+                    .map_err(|e| JobError::Checkpoint(e.to_string()))?
+                    .into_iter()
+                    .max();
                 let task = Coordinator::new(
                     storage,
                     settings,
@@ -397,7 +403,8 @@ impl Job {
                     metrics.checkpoints.clone(),
                     restored.as_ref().map(|r| r.checkpoint_id),
                     control.status.clone(),
-                );
+                )
+                .numbering_after(newest);
                 control.attach(control_tx.clone(), p, options.max_parallelism, &storage_url);
                 coordinator = Some((control_tx, tokio::spawn(task.run(requests))));
                 Some(CheckpointIo { events, restore: restored.as_ref().map(|r| Arc::clone(&r.state)) })

@@ -45,8 +45,9 @@ impl CaseRun<'_> {
     /// Runs at `parallelism`; with `stop_after` checkpoints completed, stops there.
     async fn run(&self, parallelism: usize, stop_after: Option<u64>) -> Result<RunOutput, String> {
         let plan = millrace_sql::plan_job(self.sql).map_err(|e| format!("planning: {e}"))?;
-        // Paced so that a run takes about a second and checkpoints fall mid-input.
-        let rate = (self.input.len() as f64).max(10.0);
+        // Paced so that a run takes about four seconds and checkpoints fall mid-input, even
+        // with every case running at once on a small machine.
+        let rate = (self.input.len() as f64 / 4.0).max(5.0);
         let sink = MemorySink::transactional();
         let late_sink = MemorySink::transactional();
         let mut overrides = JobOverrides::default();
@@ -93,8 +94,8 @@ impl CaseRun<'_> {
         .map_err(|_| "the job did not finish within 60 s".to_string())?;
         outcome.map_err(|e| format!("running: {e}"))?;
         // Records read: decoded, plus those dropped or dead-lettered as undecodable.
-        let read =
-            counter_total(&registry, "source_records") + counter_total(&registry, "dead_lettered_records");
+        let read = counter_total(&registry, "source_records_total")
+            + counter_total(&registry, "dead_lettered_records_total");
         Ok(RunOutput {
             rows: rows_as_json(&sink.batches()),
             late: rows_as_json(&late_sink.batches()),
@@ -118,7 +119,7 @@ async fn stop_and_resume(case: &Path, first: usize, second: usize) -> Result<(),
     let input = records(&case.join("inputs").join(format!("{}.json", plan.source.name)));
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let run = CaseRun { sql: &sql, input: &input, format, checkpoint_dir: dir.path() };
-    let before = run.run(first, Some(2)).await?;
+    let before = run.run(first, Some(1)).await?;
     if before.read_all {
         return Err("the first run read all its input before it was stopped; the case proves nothing".into());
     }

@@ -125,7 +125,7 @@ async fn stop_with_savepoint(
     dir: String,
     target: String,
 ) -> (Vec<(i64, i64, i64)>, String) {
-    let run = prepare(sql, parallelism, Some(dir), None, Some(100.0));
+    let run = prepare(sql, parallelism, Some(dir), None, Some(50.0));
     let metrics = JobMetrics::register(&mut Registry::default());
     let control = JobControl::new(StopSignal::default(), None);
     let trigger = async {
