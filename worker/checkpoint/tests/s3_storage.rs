@@ -38,6 +38,7 @@ async fn put(s: &CheckpointStorage, id: u64, name: &str, first: u32, last: u32) 
         key_groups: Some(KeyGroupRange { first, last }),
         subtask: None,
         bytes: body.len() as u64,
+        content_hash: None,
     }
 }
 
