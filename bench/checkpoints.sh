@@ -17,6 +17,7 @@
 #                                        record counts after each restore; writes nothing
 #   Options: --sizes 100,500 (MB of checkpointed state; 1 MB = 10^6 bytes) --max-rss-mb N
 #            --records N (Kafka input of parts 2 and 3) --parts state,recovery,rescale
+#            --state-limit SECONDS (the state job's time limit; default 1200)
 #            --worker PATH (a prebuilt millrace-worker; skips the build)
 #
 # Kafka: the broker at $KAFKA_BOOTSTRAP when set, else the local one (e2e/platform/kafka.sh up).
@@ -26,7 +27,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../e2e/platform/lib.sh"
 cd "$ROOT"
 
 ORIG_ARGS="$*"
-SMOKE=0 SIZES="" MAX_RSS_MB="" RECORDS="" PARTS="state,recovery,rescale" WORKER=""
+SMOKE=0 SIZES="" MAX_RSS_MB="" STATE_LIMIT="" RECORDS="" PARTS="state,recovery,rescale" WORKER=""
 while (($#)); do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -34,6 +35,7 @@ while (($#)); do
     --max-rss-mb) MAX_RSS_MB="$2"; shift ;;
     --records) RECORDS="$2"; shift ;;
     --parts) PARTS="$2"; shift ;;
+    --state-limit) STATE_LIMIT="$2"; shift ;;
     --worker) WORKER="$2"; shift ;;
     *) die "unknown argument $1 (see the header of $0)" ;;
   esac
@@ -47,6 +49,7 @@ else
   PROFILE=release; SIZES="${SIZES:-100,500}"; RECORDS="${RECORDS:-4000000}"; KEYS=1000000
   STATE_INTERVAL=5s KAFKA_INTERVAL=1s STATE_LIMIT_S=1200 WAIT_S=600
 fi
+STATE_LIMIT_S="${STATE_LIMIT:-$STATE_LIMIT_S}"
 # The state job stops growing once its RSS passes this (half the memory available at the start).
 MAX_RSS_MB="${MAX_RSS_MB:-$((mem_available_mb / 2))}"
 # Records produced after the kill / the savepoint, so the restored job has input even when the
@@ -439,7 +442,11 @@ EOF
   echo "- Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/^MemTotal:/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) memory;"
   echo "  load average (1/5/15 min) $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end. Shared with other"
   echo "  builds and noisy: one run, read the figures as orders of magnitude. Checkpoints go to a local disk (\`file://\`)."
-  echo "- Build: $(rustc --version), release profile (\`cargo build --release --all-features -p millrace-worker\`)."
+  if [[ -n "$WORKER" ]]; then
+    echo "- Build: $(rustc --version), the prebuilt binary \`${WORKER/#$HOME/~}\` (\`--worker\`)."
+  else
+    echo "- Build: $(rustc --version), release profile (\`cargo build --release --all-features -p millrace-worker\`)."
+  fi
   echo
   echo "**State size.** \`millrace-worker run --parallelism 2 --checkpoint-interval $STATE_INTERVAL --checkpoints-retained 1\` on"
   echo "\`connector = 'generator'\` (k, v uniform in [0, 10^15], so nearly every row is a new key) into"
