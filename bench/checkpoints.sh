@@ -321,22 +321,28 @@ part_rescale() {
     fi
     sleep 0.1
   done
-  local requested id status="" location=""
+  local requested id status="" location="file://$work/savepoint"
   requested=$(now_ms)
   id="$(curl -sf --max-time 10 -X POST -H 'content-type: application/json' \
-    -d "{\"targetDirectory\": \"file://$work/savepoint\", \"stop\": true}" \
+    -d "{\"targetDirectory\": \"$location\", \"stop\": true}" \
     "http://127.0.0.1:$port/v1/savepoints" | json_field id)" || fail_with "$log1" "POST /v1/savepoints failed"
+  # Complete when GET /v1/savepoints/{id} says COMPLETED, or, should the stopped job have
+  # exited between two polls, when the target folder has its `_metadata` (written last).
   deadline=$((SECONDS + WAIT_S))
   while [[ "$status" != COMPLETED ]]; do
     ((SECONDS < deadline)) || fail_with "$log1" "savepoint $id not COMPLETED within ${WAIT_S}s"
-    curl -sf --max-time 2 "http://127.0.0.1:$port/v1/savepoints/$id" >"$work/savepoint.json" || fail_with "$log1" "GET /v1/savepoints/$id failed"
-    status="$(json_field status <"$work/savepoint.json")"
-    [[ "$status" == FAILED ]] && fail_with "$log1" "savepoint failed: $(json_field error <"$work/savepoint.json")"
+    if curl -sf --max-time 2 "http://127.0.0.1:$port/v1/savepoints/$id" >"$work/savepoint.json"; then
+      status="$(json_field status <"$work/savepoint.json")"
+      [[ "$status" == FAILED ]] && fail_with "$log1" "savepoint failed: $(json_field error <"$work/savepoint.json")"
+      [[ "$status" == COMPLETED ]] && location="$(json_field location <"$work/savepoint.json")"
+    elif ! alive "$pid"; then
+      [[ -f "$work/savepoint/_metadata" ]] || fail_with "$log1" "the job exited without writing savepoint $id"
+      status=COMPLETED
+    fi
     [[ "$status" == COMPLETED ]] || sleep 0.05
   done
   local completed
   completed=$(now_ms)
-  location="$(json_field location <"$work/savepoint.json")"
   deadline=$((SECONDS + WAIT_S))
   while alive "$pid"; do
     ((SECONDS < deadline)) || fail_with "$log1" "the job did not stop after its savepoint within ${WAIT_S}s"
