@@ -2,7 +2,9 @@
 # `make bench`: every benchmark we have, results in docs/benchmarks.md (+ docs/benchmarks.png):
 # the side-by-side race of bench/run-peers.sh (`make bench-peers`, on the local Kafka), then
 # the engine-only Nexmark queries of bench/nexmark.sh (no Kafka; its own section of the page,
-# which run-peers.sh keeps). Arguments go to run-peers.sh; --smoke goes to both.
+# which run-peers.sh keeps), then the checkpoint benchmark of bench/checkpoints.sh (state size,
+# recovery after kill -9, rescale from a savepoint; its own section too). Arguments go to
+# run-peers.sh; --smoke goes to all three.
 # Not built yet, and so not run: operator reconcile latency, API latency.
 set -euo pipefail
 here="$(dirname "$0")"
@@ -10,3 +12,4 @@ bash "$here/../bench/run-peers.sh" "$@"
 smoke=()
 for arg in "$@"; do [[ "$arg" == --smoke ]] && smoke=(--smoke); done
 bash "$here/../bench/nexmark.sh" "${smoke[@]}"
+bash "$here/../bench/checkpoints.sh" "${smoke[@]}"

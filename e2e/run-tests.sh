@@ -51,6 +51,10 @@ platform() {
   # platform; here it reuses that build), so the benchmark script and the examples cannot rot;
   # fails if a query fails or writes nothing.
   run_phase nexmark-smoke bash "$ROOT/bench/nexmark.sh" --smoke
+  # The checkpoint benchmark at toy size (a few MB of state, 20,000 Kafka records, same debug
+  # binary): state-size sampling, kill -9 and restore, stop-with-savepoint and restore 2 -> 4;
+  # fails if a restored job reads more or fewer records than follow its restored position.
+  run_phase checkpoints-smoke bash "$ROOT/bench/checkpoints.sh" --smoke
 }
 
 started=$SECONDS

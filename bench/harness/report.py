@@ -247,7 +247,7 @@ def markdown(data: dict[str, Any], command: str, bench_cache: Path, plot_name: s
         "- **seed article loop** (`bench/peers/seed-python`): kafka-python consumer, a Python list and pandas",
         "  `rolling(3).mean()`, as the seed article describes it (seed workload only).",
         "",
-        "Not measured yet: Millrace through the operator (Kubernetes). Engine-only Nexmark (no Kafka, no peers) is the section below, written by `bash bench/nexmark.sh`.",
+        "Not measured yet: Millrace through the operator (Kubernetes). Engine-only Nexmark (no Kafka, no peers) and checkpoints (size, recovery, rescale) are the sections below, written by `bash bench/nexmark.sh` and `bash bench/checkpoints.sh`.",
         "",
     ]
     return "\n".join(out)
@@ -282,8 +282,10 @@ def main() -> int:
     return 0
 
 
-# Sections other benchmarks write into the same page (bench/nexmark.sh), kept across reruns.
-PRESERVED = [("<!-- nexmark:begin -->", "<!-- nexmark:end -->")]
+# Sections other benchmarks write into the same page (bench/nexmark.sh, bench/checkpoints.sh),
+# kept across reruns.
+PRESERVED = [("<!-- nexmark:begin -->", "<!-- nexmark:end -->"),
+             ("<!-- checkpoints:begin -->", "<!-- checkpoints:end -->")]
 
 
 def preserved_sections(path: Path) -> str:

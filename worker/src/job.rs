@@ -292,6 +292,7 @@ impl Job {
                 return Ok(());
             }
             tracing::info!(checkpoint = restored.checkpoint_id, location = %restored.location, "restoring");
+            control.status.update(|status| status.restored_from = Some(restored.location.clone()));
             let id = CheckpointId(restored.checkpoint_id);
             self.sink = recover_sink(self.sink, &restored.sink_states, id).await?;
             if let Some((table, late)) = self.late.take() {
