@@ -25,7 +25,16 @@ const PER_PARTITION: i64 = 1500;
 const KEYS: i64 = 7;
 /// Event time of record `i` of a partition: 20 ms apart, so a 1 s window holds 50 of them.
 const STEP_MS: i64 = 20;
-const BASE_MS: i64 = 1_700_000_000_000;
+/// Event time of the first record: the test's start, to the second. Record timestamps must be
+/// recent: the broker deletes segments older than its retention (7 days) at any moment,
+/// which a fixed date in the past would make this test's input.
+fn base_ms() -> i64 {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        now - now.rem_euclid(1000)
+    })
+}
 
 fn job_sql(input: &str, output: &str, prefix: &str) -> String {
     format!(
@@ -48,7 +57,7 @@ fn job_sql(input: &str, output: &str, prefix: &str) -> String {
 
 /// Record `i` of `partition`: (key, value, event time).
 fn record(partition: i32, i: i64) -> (i64, i64, i64) {
-    ((i * 3 + partition as i64) % KEYS, i * 10 + partition as i64, BASE_MS + i * STEP_MS)
+    ((i * 3 + partition as i64) % KEYS, i * 10 + partition as i64, base_ms() + i * STEP_MS)
 }
 
 /// The windows the input must produce: (k, window start ms) → (count, sum).
@@ -84,7 +93,9 @@ fn produce_input(topic: String) -> std::thread::JoinHandle<()> {
             std::thread::sleep(Duration::from_millis(500));
         }
         let flush: Vec<_> = (0..PARTITIONS)
-            .map(|p| (p, Some(BASE_MS + (PER_PARTITION + 500) * STEP_MS), r#"{"k": -1, "v": 0}"#.to_string()))
+            .map(|p| {
+                (p, Some(base_ms() + (PER_PARTITION + 500) * STEP_MS), r#"{"k": -1, "v": 0}"#.to_string())
+            })
             .collect();
         produce(&topic, &flush);
     })
