@@ -149,6 +149,9 @@ async fn run_until_incremental(parallelism: usize, dir: &Path, end: End) -> (Vec
             End::Savepoint(target) => {
                 let request =
                     control.request_savepoint(Some(target), true).expect("the savepoint is accepted");
+                // The savepoint has its own deadline: the wait for the checkpoints above may
+                // have used most of theirs on a loaded machine.
+                let deadline = Instant::now() + Duration::from_secs(120);
                 loop {
                     let status = control.savepoint(request.id).expect("the request is known");
                     if let Some(location) = status.location {
