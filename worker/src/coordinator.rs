@@ -203,8 +203,9 @@ pub struct Coordinator {
     status: JobStatusView,
     /// Waiters for the checkpoint after the pending one.
     queued: Vec<Waiter>,
-    /// Where the sources of finished tasks ended: every later checkpoint records them.
-    finished_positions: BTreeMap<i32, i64>,
+    /// Where the sources of finished first-stage tasks ended, by subtask: every checkpoint
+    /// that subtask did not acknowledge (it had finished) records them.
+    finished_positions: BTreeMap<usize, BTreeMap<i32, i64>>,
     /// The files of the last completed (or the restored) checkpoint, which the next one
     /// references where its state has not changed.
     last_files: FileIndex,
@@ -377,13 +378,23 @@ impl Coordinator {
         let id = self.next_id;
         self.next_id += 1;
         tracing::debug!(checkpoint = id, final_checkpoint, "triggering checkpoint");
+        // Savepoints that waited for the checkpoint in flight are served by this one, whatever
+        // triggered it (the interval may come first); a final checkpoint ends the input.
+        let mut waiters: Vec<Waiter> = waiter.into_iter().collect();
+        if final_checkpoint {
+            for queued in self.queued.drain(..) {
+                queued.fail("the job's input has ended".into());
+            }
+        } else {
+            waiters.append(&mut self.queued);
+        }
         self.pending = Some(Pending {
             id,
             started: Instant::now(),
             tasks: HashMap::new(),
             sinks: self.sinks.iter().map(|_| HashMap::new()).collect(),
             final_checkpoint,
-            waiters: waiter.into_iter().collect(),
+            waiters,
         });
         if !final_checkpoint {
             self.barriers.request(CheckpointId(id));
@@ -412,7 +423,8 @@ impl Coordinator {
             TaskEvent::Finished { stage, subtask, positions } => {
                 self.finished.insert((stage, subtask));
                 if let Some(positions) = positions {
-                    self.finished_positions.extend(positions.into_iter().map(|(p, o)| (p.0, o)));
+                    self.finished_positions
+                        .insert(subtask, positions.into_iter().map(|(p, o)| (p.0, o)).collect());
                 }
                 // Its sink may still wait for the pending checkpoint's barrier.
                 let Some((id, acked)) =
@@ -660,7 +672,13 @@ impl Coordinator {
             .into_iter()
             .map(|(operator_id, tables)| OperatorState { operator_id, tables })
             .collect();
-        positions.extend(self.finished_positions.iter().map(|(p, o)| (*p, *o)));
+        // A subtask that acknowledged this checkpoint finished after its barrier: its
+        // positions at the barrier hold, not where it ended.
+        for (subtask, ended) in &self.finished_positions {
+            if !pending.tasks.contains_key(&(0, *subtask)) {
+                positions.extend(ended.iter().map(|(p, o)| (*p, *o)));
+            }
+        }
         metadata.sources = vec![SourcePosition {
             table: shape.source_table.clone(),
             topic: shape.source_topic.clone(),
