@@ -155,18 +155,5 @@ EOF
 } >"$section"
 
 step "Writing the Nexmark section of docs/benchmarks.md"
-python3 - docs/benchmarks.md "$section" <<'EOF'
-import sys
-from pathlib import Path
-page, section = Path(sys.argv[1]), Path(sys.argv[2]).read_text().rstrip("\n")
-begin, end = "<!-- nexmark:begin -->", "<!-- nexmark:end -->"
-text = page.read_text() if page.exists() else ""
-start = text.find(begin)
-stop = text.find(end, start) if start >= 0 else -1
-if start >= 0 and stop >= 0:
-    text = text[:start] + section + text[stop + len(end):]
-else:
-    text = text.rstrip("\n") + "\n\n" + section + "\n"
-page.write_text(text)
-EOF
+python3 "$ROOT/bench/harness/splice_section.py" docs/benchmarks.md nexmark "$section"
 if ((${#failed[@]})); then die "failed: ${failed[*]}"; fi
