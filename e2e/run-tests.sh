@@ -43,6 +43,9 @@ platform() {
   run_phase platform-up bash "$ROOT/e2e/platform/up.sh"
   if [[ " ${failed_phases[*]} " == *" platform-up "* ]]; then return 0; fi
   set -a; source "$LOCAL/env"; set +a
+  # The Helm chart: lint, template tests, rendered manifests validated by the API server,
+  # values that must be refused (charts/check.sh).
+  run_phase chart bash "$ROOT/charts/check.sh"
   run_phase integration cargo test --workspace --all-features --test '*'
   # The side-by-side benchmark at toy size, so its scripts and peers cannot rot; it fails
   # when any contender's output differs from the reference.

@@ -4,6 +4,7 @@
 #   kube-apiserver, kube-controller-manager, kubectl  k8s.io/kubernetes@$K8S_VERSION
 #   helm                                           helm.sh/helm/v3@$HELM_VERSION
 #   kubeconform                                    github.com/yannh/kubeconform@$KUBECONFORM_VERSION
+#   helm-unittest                                  github.com/helm-unittest/helm-unittest@$HELM_UNITTEST_VERSION
 # Idempotent: a binary whose stamp ($BIN/.stamps/NAME) matches the wanted version is skipped.
 # Build modules, Go module and build caches all live under $CACHE, never in the repository.
 # Set MILLRACE_REBUILD=1 to ignore the stamps.
@@ -150,7 +151,33 @@ else
   info "kubeconform built in $(elapsed "$t")"
 fi
 
+# --- helm-unittest (the chart's template tests, charts/millrace/tests/) ---------------------
+hu_want="helm-unittest $HELM_UNITTEST_VERSION recipe $RECIPE"
+if stamp_ok helm-unittest "$hu_want"; then
+  info "helm-unittest $HELM_UNITTEST_VERSION: up to date"
+else
+  step "helm-unittest $HELM_UNITTEST_VERSION"
+  t=$SECONDS
+  # Its go.mod has a replace line, so `go install pkg@version` refuses it (as for etcd):
+  # build it from a small module that repeats the replacement.
+  dir="$BUILD/helm-unittest-$HELM_UNITTEST_VERSION"
+  mkdir -p "$dir"
+  cat >"$dir/go.mod" <<EOF
+module millrace.local/helm-unittest-build
+
+go 1.26.0
+
+require github.com/helm-unittest/helm-unittest $HELM_UNITTEST_VERSION
+
+replace github.com/vmware-labs/yaml-jsonpath v0.3.2 => github.com/helm-unittest/yaml-jsonpath v0.4.0
+EOF
+  (cd "$dir" && go build -mod=mod -trimpath -ldflags "-s -w" -o "$BIN/helm-unittest" \
+     github.com/helm-unittest/helm-unittest/cmd/helm-unittest)
+  write_stamp helm-unittest "$hu_want"
+  info "helm-unittest built in $(elapsed "$t")"
+fi
+
 step "platform tools ready in $(elapsed "$started")"
-for b in etcd etcdctl kube-apiserver kube-controller-manager kubectl helm kubeconform; do
+for b in etcd etcdctl kube-apiserver kube-controller-manager kubectl helm kubeconform helm-unittest; do
   info "$(printf '%-24s %s' "$b" "$(cat "$STAMPS/$b")")"
 done
