@@ -36,6 +36,15 @@ pub struct Problem {
     /// The request id (also in the `x-request-id` header); quote it when reporting a 5xx.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Invalid SQL: the line (1-based) of the statement text where the error is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// Invalid SQL: the column (1-based) on that line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u64>,
+    /// Invalid SQL: what to write instead, when the engine knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 /// Everything a request can fail with.
@@ -45,6 +54,8 @@ pub enum ApiError {
     BadRequest { field: Option<String>, detail: String },
     #[error("{detail}")]
     Validation { field: Option<String>, detail: String },
+    #[error("invalid SQL at line {line}, column {column}: {message}")]
+    InvalidSql { field: String, message: String, line: u64, column: u64, hint: Option<String> },
     #[error("the request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
     #[error("the request body is larger than {limit} bytes")]
@@ -93,7 +104,9 @@ impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::Validation { .. } | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Validation { .. } | Self::InvalidSql { .. } | Self::IdempotencyKeyReused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -113,6 +126,7 @@ impl ApiError {
         match self {
             Self::BadRequest { .. } => "bad-request",
             Self::Validation { .. } => "validation",
+            Self::InvalidSql { .. } => "invalid-sql",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::Unauthorized(_) => "unauthorized",
@@ -136,6 +150,7 @@ impl ApiError {
             Self::BadRequest { field, .. }
             | Self::Validation { field, .. }
             | Self::Conflict { field, .. } => field.clone(),
+            Self::InvalidSql { field, .. } => Some(field.clone()),
             Self::QuotaExceeded { quota, .. } => Some(format!("quota.{quota}")),
             Self::PreconditionFailed { .. } => Some("If-Match".into()),
             Self::IdempotencyKeyReused | Self::IdempotencyKeyInProgress => Some("Idempotency-Key".into()),
@@ -158,6 +173,10 @@ impl ApiError {
         } else {
             self.to_string()
         };
+        let (line, column, hint) = match self {
+            Self::InvalidSql { line, column, hint, .. } => (Some(*line), Some(*column), hint.clone()),
+            _ => (None, None, None),
+        };
         Problem {
             type_: format!("https://millrace.dev/problems/{}", self.slug()),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
@@ -165,6 +184,9 @@ impl ApiError {
             detail,
             field: self.field(),
             request_id: request_id::current(),
+            line,
+            column,
+            hint,
         }
     }
 }
@@ -202,6 +224,10 @@ pub fn constraint_problem(constraint: &str) -> Option<ApiError> {
         "topics_kafka_topic_key" => conflict("name", "the Kafka topic name this maps to is already taken"),
         "topics_tenant_fkey" => {
             conflict("force", "the tenant still owns topics: delete them or pass ?force=true")
+        }
+        "jobs_tenant_name_key" => conflict("name", "a job with this name already exists"),
+        "jobs_tenant_fkey" => {
+            conflict("force", "the tenant still owns jobs: delete them or pass ?force=true")
         }
         "tenants_name_format" => ApiError::validation(
             "name",

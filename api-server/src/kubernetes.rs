@@ -1,5 +1,6 @@
 //! What the api-server writes to Kubernetes: one labelled Namespace per tenant and the
-//! tenant's KafkaTopic resources in it, both by server-side apply under [`FIELD_MANAGER`].
+//! tenant's KafkaTopic and StreamJob resources in it, all by server-side apply under
+//! [`FIELD_MANAGER`] (the StreamJob manifest itself is built in `jobs::spec`).
 //!
 //! Pure builders ([`namespace_manifest`], [`topic_manifest`]) are separate from the calls so
 //! that the shape of what is applied is unit-tested without a cluster. This module decides
@@ -10,7 +11,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
-use millrace_crds::v1alpha1::{DeletionPolicy, KafkaTopic, KafkaTopicSpec};
+use millrace_crds::v1alpha1::{DeletionPolicy, KafkaTopic, KafkaTopicSpec, StreamJob};
 use serde_json::{Value, json};
 
 /// The field manager of every apply: the api-server owns the fields it sets.
@@ -177,6 +178,35 @@ pub async fn list_topics(
 /// Deletes a KafkaTopic; already gone is fine.
 pub async fn delete_topic(client: &Client, namespace: &str, name: &str) -> Result<(), kube::Error> {
     ignore_not_found(topics(client, namespace).delete(name, &DeleteParams::default()).await.map(|_| ()))
+}
+
+pub fn stream_jobs(client: &Client, namespace: &str) -> Api<StreamJob> {
+    Api::namespaced(client.clone(), namespace)
+}
+
+/// Applies a StreamJob manifest (from `jobs::spec::stream_job_manifest`).
+pub async fn apply_job(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    manifest: Value,
+) -> Result<StreamJob, kube::Error> {
+    stream_jobs(client, namespace).patch(name, &apply_params(), &Patch::Apply(manifest)).await
+}
+
+pub async fn get_job(client: &Client, namespace: &str, name: &str) -> Result<Option<StreamJob>, kube::Error> {
+    stream_jobs(client, namespace).get_opt(name).await
+}
+
+/// Every StreamJob in the namespace, by name.
+pub async fn list_jobs(client: &Client, namespace: &str) -> Result<BTreeMap<String, StreamJob>, kube::Error> {
+    let list = stream_jobs(client, namespace).list(&ListParams::default()).await?;
+    Ok(list.items.into_iter().map(|j| (j.name_any(), j)).collect())
+}
+
+/// Deletes a StreamJob (its children go by owner references); already gone is fine.
+pub async fn delete_job(client: &Client, namespace: &str, name: &str) -> Result<(), kube::Error> {
+    ignore_not_found(stream_jobs(client, namespace).delete(name, &DeleteParams::default()).await.map(|_| ()))
 }
 
 fn ignore_not_found(result: Result<(), kube::Error>) -> Result<(), kube::Error> {

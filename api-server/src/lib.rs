@@ -7,9 +7,6 @@
 //! `request_id` and `idempotency`; everything written to Kubernetes goes through
 //! `kubernetes`.
 //!
-//! Not here yet: StreamJobs (jobs, job versions, savepoints) and `POST /v1/sql/validate`,
-//! which need the StreamJob CRD and the engine.
-
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -17,11 +14,13 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod idempotency;
+pub mod jobs;
 pub mod kubernetes;
 pub mod metrics;
 pub mod quotas;
 pub mod readiness;
 pub mod request_id;
+pub mod sql;
 pub mod tenants;
 pub mod topics;
 
@@ -45,11 +44,26 @@ pub struct AppState {
     /// SHA-256 of the admin token; the token itself is not kept.
     pub admin_token_hash: Arc<[u8; 32]>,
     pub metrics: metrics::HttpMetrics,
+    /// Base URL under which every job's checkpoints go (`<base>/<tenant>/<job>`); `None`
+    /// leaves the choice to the operator's default storage.
+    pub checkpoint_storage: Option<String>,
 }
 
 impl AppState {
     pub fn new(db: PgPool, kube: kube::Client, admin_token: &str, metrics: metrics::HttpMetrics) -> Self {
-        Self { db, kube, admin_token_hash: Arc::new(auth::digest(admin_token)), metrics }
+        Self {
+            db,
+            kube,
+            admin_token_hash: Arc::new(auth::digest(admin_token)),
+            metrics,
+            checkpoint_storage: None,
+        }
+    }
+
+    /// Puts every job's checkpoints under `base` (`s3://bucket/prefix`, `file:///path`).
+    pub fn with_checkpoint_storage(mut self, base: Option<String>) -> Self {
+        self.checkpoint_storage = base.filter(|b| !b.trim().is_empty());
+        self
     }
 }
 
@@ -57,7 +71,7 @@ impl AppState {
 #[openapi(
     info(
         title = "Millrace control plane",
-        description = "Tenants, API keys, quotas, Kafka topics and the audit log of a Millrace installation. \
+        description = "Tenants, API keys, quotas, Kafka topics, stream jobs and the audit log of a Millrace installation. \
                        Errors are RFC 9457 problems (application/problem+json).",
         version = env!("CARGO_PKG_VERSION"),
     ),
@@ -66,6 +80,7 @@ impl AppState {
         (name = "tenants", description = "Admin only: tenants, their quotas and first API keys"),
         (name = "api-keys", description = "A tenant's own API keys"),
         (name = "topics", description = "Kafka topics, applied as KafkaTopic resources in the tenant's namespace"),
+        (name = "jobs", description = "Stream jobs (SQL), applied as StreamJob resources in the tenant's namespace: versions, suspend, resume, rescale, savepoints"),
         (name = "quotas", description = "A tenant's limits and usage"),
         (name = "audit", description = "Who did what, when"),
     )
@@ -88,6 +103,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(api_keys::router())
         .merge(quotas::router())
         .merge(topics::router())
+        .merge(jobs::router())
+        .merge(sql::router())
         .merge(audit::router())
 }
 

@@ -36,9 +36,14 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     database_timeout_seconds: u64,
 
-    /// How often every topic is checked against its KafkaTopic (status and drift).
+    /// How often every topic and job is checked against its resource (status and drift).
     #[arg(long, env = "MILLRACE_RESYNC_SECONDS", default_value_t = 30)]
     resync_seconds: u64,
+
+    /// Base URL of job checkpoint storage (`s3://bucket/prefix`); each job's checkpoints go
+    /// to `<base>/<tenant>/<job>`. Unset: the operator's default storage.
+    #[arg(long, env = "MILLRACE_CHECKPOINT_STORAGE")]
+    checkpoint_storage: Option<String>,
 }
 
 /// The admin token: `MILLRACE_ADMIN_TOKEN`, else the file. At least 16 characters.
@@ -82,7 +87,8 @@ async fn main() -> anyhow::Result<()> {
     let mut registry = Registry::with_prefix("millrace_api");
     let metrics = HttpMetrics::register(&mut registry);
     let ops = OpsState::new(registry);
-    let state = AppState::new(pool, kube, &token, metrics);
+    let state =
+        AppState::new(pool, kube, &token, metrics).with_checkpoint_storage(args.checkpoint_storage.clone());
 
     tokio::spawn(readiness::readiness_loop(state.clone(), ops.clone()));
     tokio::spawn(topics::sync::resync_loop(state.clone(), Duration::from_secs(args.resync_seconds.max(1))));

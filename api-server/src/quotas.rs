@@ -1,5 +1,5 @@
-//! Per-tenant quotas: the limits (topics, total partitions; jobs and slots are stored for the
-//! StreamJob API to enforce), the usage derived from the catalog, and the checks that refuse a
+//! Per-tenant quotas: the limits (topics, total partitions, jobs, slots of running jobs), the
+//! usage derived from the catalog, and the checks that refuse a
 //! change before anything is created. Checks run with the tenant's quota row locked
 //! (`FOR UPDATE`), so two concurrent creations cannot both slip under a limit.
 
@@ -103,9 +103,12 @@ pub async fn usage(
     excluding: Option<Uuid>,
 ) -> Result<QuotaUsage, ApiError> {
     let usage: QuotaUsage = sqlx::query_as(
-        "SELECT count(*) AS topics, COALESCE(sum(partitions), 0)::bigint AS partitions, \
-                0::bigint AS jobs, 0::bigint AS slots \
-         FROM topics WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id <> $2)",
+        "SELECT t.topics, t.partitions, j.jobs, j.slots FROM \
+           (SELECT count(*) AS topics, COALESCE(sum(partitions), 0)::bigint AS partitions \
+              FROM topics WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id <> $2)) t, \
+           (SELECT count(*) AS jobs, \
+                   COALESCE(sum(parallelism) FILTER (WHERE state = 'running'), 0)::bigint AS slots \
+              FROM jobs WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id <> $2)) j",
     )
     .bind(tenant_id)
     .bind(excluding)
@@ -128,6 +131,28 @@ pub fn check_topics(limits: &QuotaLimits, topics: i64, partitions: i64) -> Resul
             detail: format!(
                 "the tenant may have {} partitions over all its topics and this would make {partitions}",
                 limits.max_partitions
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a change that would take the tenant over its jobs or slots limit. Slots are the
+/// parallelism of its running jobs (a suspended job holds none).
+pub fn check_jobs(limits: &QuotaLimits, jobs: i64, slots: i64) -> Result<(), ApiError> {
+    if jobs > i64::from(limits.max_jobs) {
+        return Err(ApiError::QuotaExceeded {
+            quota: "maxJobs",
+            detail: format!("the tenant may have {} jobs and this would make {jobs}", limits.max_jobs),
+        });
+    }
+    if slots > i64::from(limits.max_slots) {
+        return Err(ApiError::QuotaExceeded {
+            quota: "maxSlots",
+            detail: format!(
+                "the tenant may use {} slots over its running jobs and this would make {slots}; \
+                 lower the parallelism or suspend another job",
+                limits.max_slots
             ),
         });
     }

@@ -1,7 +1,7 @@
 //! Tenants (admin token only): create (with its namespace and quota), list, get, delete, and
 //! the tenant's first API keys. A tenant owns the Kubernetes namespace `tenant-<name>`,
-//! created and labelled here; deleting a tenant that still owns topics is refused unless
-//! `?force=true`, which deletes them with the namespace.
+//! created and labelled here; deleting a tenant that still owns jobs or topics is refused
+//! unless `?force=true`, which deletes them with the namespace.
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -256,28 +256,34 @@ async fn delete_tenant(
     let mut tx = state.db.begin().await?;
     let row = find(&mut tx, &name, true).await?;
     let usage = quotas::usage(&mut tx, row.id, None).await?;
-    if usage.topics > 0 && !params.force {
+    if (usage.topics > 0 || usage.jobs > 0) && !params.force {
         return Err(ApiError::Conflict {
             field: Some("force".into()),
             detail: format!(
-                "tenant {name:?} still owns {} topic(s); delete them first or pass ?force=true to delete them too",
-                usage.topics
+                "tenant {name:?} still owns {} job(s) and {} topic(s); delete them first or pass ?force=true \
+                 to delete them too",
+                usage.jobs, usage.topics
             ),
         });
     }
+    let jobs: Vec<(String,)> = sqlx::query_as("DELETE FROM jobs WHERE tenant_id = $1 RETURNING name")
+        .bind(row.id)
+        .fetch_all(&mut *tx)
+        .await?;
     let topics: Vec<(String,)> = sqlx::query_as("DELETE FROM topics WHERE tenant_id = $1 RETURNING name")
         .bind(row.id)
         .fetch_all(&mut *tx)
         .await?;
     sqlx::query("DELETE FROM tenants WHERE id = $1").bind(row.id).execute(&mut *tx).await?;
     let deleted: Vec<String> = topics.into_iter().map(|(n,)| n).collect();
+    let deleted_jobs: Vec<String> = jobs.into_iter().map(|(n,)| n).collect();
     let change = Change {
         tenant_id: Some(row.id),
         actor: "admin",
         action: "tenant.delete",
         resource_type: "tenant",
         resource_name: &name,
-        details: json!({ "force": params.force, "topicsDeleted": deleted, "namespace": row.namespace }),
+        details: json!({ "force": params.force, "jobsDeleted": deleted_jobs, "topicsDeleted": deleted, "namespace": row.namespace }),
     };
     audit::record(&mut *tx, change).await?;
     kubernetes::delete_namespace(&state.kube, &row.namespace).await?;

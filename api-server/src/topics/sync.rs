@@ -159,7 +159,8 @@ pub async fn reconcile(
     Ok(fresh.unwrap_or(row))
 }
 
-/// Reconciles every topic of every tenant, forever, every `period`. Errors are logged and
+/// Reconciles every topic (and, through `jobs::sync`, every job) of every tenant, forever,
+/// every `period`. Errors are logged and
 /// retried at the next pass. Also reports KafkaTopics in tenant namespaces that the catalog
 /// does not know (created by hand), which it leaves alone, and drops idempotency records
 /// older than a day.
@@ -170,6 +171,9 @@ pub async fn resync_loop(state: AppState, period: Duration) {
         ticker.tick().await;
         if let Err(err) = resync_once(&state).await {
             tracing::warn!(error = %err, "topic resync pass failed; retrying at the next one");
+        }
+        if let Err(err) = crate::jobs::sync::resync_once(&state).await {
+            tracing::warn!(error = %err, "job resync pass failed; retrying at the next one");
         }
         if let Err(err) =
             sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - interval '1 day'")
