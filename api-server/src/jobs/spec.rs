@@ -175,8 +175,12 @@ fn spec_of(desired: &DesiredJob) -> Value {
         "state": desired.state.as_str(),
         "upgradeMode": s.upgrade_mode,
         "allowNonRestoredState": s.allow_non_restored_state,
-        "savepointTriggerNonce": desired.savepoint_nonce,
     });
+    // Absent until the first trigger: the operator takes a savepoint whenever the nonce
+    // differs from the last one it acted on, and at creation it has acted on none.
+    if desired.savepoint_nonce > 0 {
+        spec["savepointTriggerNonce"] = json!(desired.savepoint_nonce);
+    }
     let mut checkpointing = json!({ "delivery": s.delivery });
     if let Some(ms) = s.checkpoint_interval_ms {
         checkpointing["intervalMs"] = json!(ms);
