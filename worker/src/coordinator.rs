@@ -220,6 +220,8 @@ pub struct JobStatusView(Arc<Mutex<CheckpointStatus>>);
 #[serde(rename_all = "camelCase")]
 pub struct CheckpointStatus {
     pub last_checkpoint_id: Option<u64>,
+    /// The last completed checkpoint's folder (`…/chk-<id>`).
+    pub last_checkpoint_location: Option<String>,
     pub last_checkpoint_completed_at_ms: Option<i64>,
     pub last_checkpoint_duration_ms: Option<u64>,
     /// State bytes the last checkpoint references (its whole state).
@@ -520,8 +522,10 @@ impl Coordinator {
                 self.metrics.last_bytes.set(bytes as i64);
                 self.metrics.last_checkpoint_bytes_written.set(written as i64);
                 self.metrics.last_completed_id.set(id as i64);
+                let location = self.storage.location(&format!("chk-{id}"));
                 self.status.update(|s| {
                     s.last_checkpoint_id = Some(id);
+                    s.last_checkpoint_location = Some(location);
                     s.last_checkpoint_completed_at_ms = Some(metadata.completed_at_ms);
                     s.last_checkpoint_duration_ms = Some(took.as_millis() as u64);
                     s.last_checkpoint_bytes = Some(bytes);

@@ -1,6 +1,6 @@
 //! The engine as a library: load a job (SQL file or StreamJob manifest), plan it, wire its
-//! connectors and run its dataflow in this process. The binary's `run` role and the tests
-//! use this; the coordinator and worker roles will build on it.
+//! connectors and run its dataflow in this process (`run`), or spread over a coordinator
+//! and worker processes ([`roles`]).
 
 pub mod control;
 pub mod coordinator;
@@ -8,6 +8,7 @@ mod incremental;
 pub mod job;
 pub mod manifest;
 pub mod restore;
+pub mod roles;
 mod state_files;
 
 pub use control::{JobControl, JobPhase, control_router};
