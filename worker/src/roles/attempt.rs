@@ -67,7 +67,9 @@ struct Checkpointing {
     task: JoinHandle<()>,
     events: mpsc::UnboundedSender<TaskEvent>,
     sink_acks: Vec<mpsc::UnboundedSender<SinkAck>>,
+    /// The sink proxies.
     bridges: JoinSet<()>,
+    barrier_bridge: JoinHandle<()>,
 }
 
 pub async fn run_attempt(
@@ -90,6 +92,7 @@ pub async fn run_attempt(
         }
         // The sink proxies end once the coordinator's senders are gone, after their last
         // commit; the cancel below follows them on each worker's connection.
+        c.barrier_bridge.abort();
         let mut bridges = c.bridges;
         while bridges.join_next().await.is_some() {}
     }
@@ -165,7 +168,7 @@ async fn start(
         }
         let workers: Vec<WorkerHandle> =
             assigned.keys().filter_map(|id| pool.workers.get(id).cloned()).collect();
-        bridges.spawn(barrier_bridge(barriers.clone(), attempt.to_owned(), workers));
+        let barrier_bridge = tokio::spawn(barrier_bridge(barriers.clone(), attempt.to_owned(), workers));
         let (events, task_events) = mpsc::unbounded_channel();
         let (control, requests) = mpsc::channel(16);
         let coordinator = Coordinator::new(
@@ -182,7 +185,7 @@ async fn start(
         .numbering_after(newest);
         ctx.control.attach(control.clone(), p, options.max_parallelism, &settings.storage_url);
         let task = tokio::spawn(coordinator.run(requests));
-        *checkpointing = Some(Checkpointing { control, task, events, sink_acks, bridges });
+        *checkpointing = Some(Checkpointing { control, task, events, sink_acks, bridges, barrier_bridge });
     }
     let mut peers: Vec<(usize, String)> =
         owners.iter().map(|(slot, w)| (*slot, w.data_addr.clone())).collect();
