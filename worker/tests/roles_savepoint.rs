@@ -1,0 +1,143 @@
+//! A job over processes without Kafka: a keyed updating aggregate over the generator into a
+//! file sink, at parallelism 4 on a coordinator and two workers × 2 slots, stopped with a
+//! savepoint through the coordinator's control API (which keeps serving, FINISHED, with the
+//! savepoint's location), then resumed from the savepoint by a new coordinator on four
+//! workers × 1 slot. The final table equals the one `millrace-worker run` computes without
+//! interruption.
+
+#[path = "support/roles.rs"]
+mod roles_support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use roles_support::{DEADLINE, RoleProcess, free_port, last_checkpoint, phase};
+
+fn job_sql(output: &Path) -> String {
+    format!(
+        "CREATE TABLE input (v BIGINT) WITH (connector = 'generator', count = '12000', min = '0',
+           max = '999', seed = '7', batch_size = '200', rows_per_second = '3000');
+         CREATE TABLE output (k BIGINT, n BIGINT, s BIGINT, PRIMARY KEY (k) NOT ENFORCED)
+           WITH (connector = 'file', path = '{}', format = 'json');
+         INSERT INTO output SELECT v % 17 AS k, COUNT(*) AS n, SUM(v) AS s FROM input GROUP BY v % 17;",
+        output.display()
+    )
+}
+
+/// The upserted table a file sink's changelog lines leave: the last row per key.
+fn final_table(path: &Path) -> BTreeMap<i64, (i64, i64)> {
+    let text = std::fs::read_to_string(path).expect("sink output");
+    let mut table = BTreeMap::new();
+    for line in text.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+        let k = row["k"].as_i64().expect("k");
+        table.insert(k, (row["n"].as_i64().expect("n"), row["s"].as_i64().expect("s")));
+    }
+    table
+}
+
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+#[test]
+fn a_savepoint_stops_the_job_over_processes_and_it_resumes_on_another_layout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+
+    // The uninterrupted run, in one process.
+    let reference = d.join("reference.jsonl");
+    std::fs::write(d.join("reference.sql"), job_sql(&reference)).expect("job");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_millrace-worker"))
+        .args(["--ops-addr", &format!("127.0.0.1:{}", free_port()), "run", "-f"])
+        .arg(d.join("reference.sql"))
+        .args(["--parallelism", "4"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run");
+    assert!(status.success());
+    let expected = final_table(&reference);
+    assert_eq!(expected.len(), 17);
+
+    let output = d.join("output.jsonl");
+    let job = d.join("job.sql");
+    std::fs::write(&job, job_sql(&output)).expect("job");
+    let job = job.display().to_string();
+    let savepoint = format!("file://{}/savepoint", d.display());
+    let start = |name: &str, checkpoints: &str, restore: Option<&str>, workers: usize, slots: &str| {
+        let rpc = format!("127.0.0.1:{}", free_port());
+        let checkpoints = format!("file://{}/{checkpoints}", d.display());
+        let mut args = owned(&[
+            "coordinator",
+            "-f",
+            &job,
+            "--parallelism",
+            "4",
+            "--listen",
+            &rpc,
+            "--checkpoint-dir",
+            &checkpoints,
+            "--checkpoint-interval",
+            "200ms",
+        ]);
+        if let Some(restore) = restore {
+            args.extend(owned(&["--restore-from", restore]));
+        }
+        let coordinator = RoleProcess::start(&format!("{name}-coordinator"), d, &args, &[]);
+        let worker_args = owned(&["worker", "--coordinator", &rpc, "--slots", slots]);
+        let workers: Vec<RoleProcess> = (0..workers)
+            .map(|i| RoleProcess::start(&format!("{name}-worker-{i}"), d, &worker_args, &[]))
+            .collect();
+        (coordinator, workers)
+    };
+
+    // Two workers × 2 slots; stop with a savepoint once a checkpoint completed.
+    let (mut coordinator, mut workers) = start("first", "chk-a", None, 2, "2");
+    coordinator.wait_for_job("a checkpoint", |job| phase(job) == "RUNNING" && last_checkpoint(job) > 0);
+    let (status, body) = coordinator.http(
+        "POST",
+        "/v1/savepoints",
+        Some(&format!(r#"{{"targetDirectory": "{savepoint}", "stop": true}}"#)),
+    );
+    assert_eq!(status, 202, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).expect("JSON")["id"].as_u64().expect("id");
+    let deadline = Instant::now() + DEADLINE;
+    let location = loop {
+        let (status, body) = coordinator.http("GET", &format!("/v1/savepoints/{id}"), None);
+        assert_eq!(status, 200, "{body}");
+        let request: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        match request["status"].as_str() {
+            Some("COMPLETED") => break request["location"].as_str().expect("location").to_owned(),
+            Some("IN_PROGRESS") => {}
+            other => panic!("savepoint {other:?}: {body}\n{}", coordinator.logs()),
+        }
+        assert!(Instant::now() < deadline, "the savepoint did not complete");
+        std::thread::park_timeout(Duration::from_millis(20));
+    };
+    // The coordinator stays up, FINISHED, serving the savepoint's location.
+    coordinator.wait_for_job("FINISHED", |job| phase(job) == "FINISHED");
+    let (_, body) = coordinator.http("GET", &format!("/v1/savepoints/{id}"), None);
+    assert!(body.contains(&location), "{body}");
+    let stopped_at = final_table(&output);
+    assert!(
+        stopped_at.values().map(|(n, _)| n).sum::<i64>() < expected.values().map(|(n, _)| n).sum::<i64>(),
+        "the stop came after the input ended; nothing is left to resume"
+    );
+    assert!(coordinator.terminate().success(), "exit 0 on SIGTERM\n{}", coordinator.logs());
+    for worker in &mut workers {
+        assert!(worker.terminate().success(), "{}", worker.logs());
+    }
+
+    // Four workers × 1 slot, from the savepoint.
+    let (mut coordinator, _workers) = start("second", "chk-b", Some(&location), 4, "1");
+    let finished = coordinator.wait_for_job("the resumed job to finish", |job| phase(job) == "FINISHED");
+    assert!(finished["restoredFrom"].as_str().is_some_and(|from| from.contains("savepoint")), "{finished}");
+    assert_eq!(finished["workers"], 4, "{finished}");
+    assert_eq!(
+        final_table(&output),
+        expected,
+        "stop + resume over processes differs from the uninterrupted run"
+    );
+    assert!(coordinator.terminate().success(), "{}", coordinator.logs());
+}
