@@ -356,6 +356,11 @@ fn coordinator_role(ops_addr: Option<SocketAddr>, args: CoordinatorArgs) -> Exit
                 shutdown_signal().await;
                 tracing::info!("coordinator stopping");
                 terminate.stop();
+                // Stopping waits for a checkpoint and the workers' confirmations, each with
+                // its own timeout; this bounds the whole.
+                tokio::time::sleep(Duration::from_secs(120)).await;
+                tracing::warn!("the coordinator did not stop in time; exiting");
+                std::process::exit(0);
             })
         };
         run_coordinator(listener, spec, restarts, metrics, control, terminate).await;

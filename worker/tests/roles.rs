@@ -5,8 +5,10 @@
 //! exactly-once Kafka sink. A random worker is killed with SIGKILL at a random moment five
 //! times, and the coordinator once, each restarted like a Deployment would (same
 //! arguments); every kill comes after the running attempt has completed a checkpoint of its
-//! own. The `read_committed` output must equal the expected windows exactly. Gated by the
-//! `platform` feature; fails (never skips) without Kafka.
+//! own; then the coordinator aborts itself between a checkpoint's completion and its commit.
+//! The `read_committed` output must equal the expected windows exactly. And a savepoint
+//! with stop at parallelism 4 on two workers resumes at parallelism 2 on one worker, exactly
+//! once. Gated by the `platform` feature; fails (never skips) without Kafka.
 #![cfg(feature = "platform")]
 
 #[path = "support/exactly_once.rs"]
@@ -19,9 +21,11 @@ mod roles_support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use exactly_once::{CommittedReader, Lcg, PARTITIONS, expected, job_sql, produce_input_paced};
+use exactly_once::{CommittedReader, Lcg, PARTITIONS, expected, job_sql, produce_input, produce_input_paced};
 use kafka_support::{bootstrap, create_topics, unique};
-use roles_support::{DEADLINE, RoleProcess, free_port, last_checkpoint, phase};
+use roles_support::{
+    DEADLINE, RoleProcess, free_port, last_checkpoint, latest_on_disk, phase, stop_with_savepoint,
+};
 
 #[test]
 fn workers_and_the_coordinator_killed_at_random_moments_the_output_is_exactly_once() {
@@ -31,7 +35,8 @@ fn workers_and_the_coordinator_killed_at_random_moments_the_output_is_exactly_on
     let dir = tempfile::tempdir().expect("tempdir");
     let job = dir.path().join("job.sql");
     std::fs::write(&job, job_sql(&input, &output, &unique("roles-txn"))).expect("job file");
-    let checkpoints = format!("file://{}/checkpoints", dir.path().display());
+    let checkpoint_folder = dir.path().join("checkpoints");
+    let checkpoints = format!("file://{}", checkpoint_folder.display());
     let rpc = format!("127.0.0.1:{}", free_port());
     let owned = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     let job = job.display().to_string();
@@ -61,9 +66,6 @@ fn workers_and_the_coordinator_killed_at_random_moments_the_output_is_exactly_on
         RoleProcess::start("worker-a", dir.path(), &worker_args, &[]),
         RoleProcess::start("worker-b", dir.path(), &worker_args, &[]),
     ];
-    let all_logs = |coordinator: &RoleProcess, workers: &[RoleProcess; 2]| {
-        format!("{}\n{}\n{}", coordinator.logs(), workers[0].logs(), workers[1].logs())
-    };
     let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7);
     eprintln!("kill schedule seed: {seed}");
     let mut random = Lcg(seed);
@@ -94,30 +96,107 @@ fn workers_and_the_coordinator_killed_at_random_moments_the_output_is_exactly_on
         }
     }
 
+    // Crash between "checkpoint complete" and "commit done", on the coordinator.
+    coordinator.kill();
+    let crash_at = (latest_on_disk(&checkpoint_folder) + 3).to_string();
+    coordinator.restart_with(&[("MILLRACE_FAULT_CRASH_AFTER_CHECKPOINT", &crash_at)]);
+    let status = coordinator.wait_exit();
+    assert!(!status.success(), "the fault-injected coordinator must abort itself");
+    assert!(coordinator.logs().contains("fault injection"), "{}", coordinator.logs());
+    eprintln!("the coordinator aborted after completing checkpoint {crash_at}, before its commit");
+    coordinator.restart();
+
     producer.join().expect("the producer finishes");
+    assert_exactly_once(&output, &mut coordinator, &workers);
+}
+
+/// Reads the output until every expected window is there, then stops the coordinator and
+/// checks the windows: each exactly once, with the right contents.
+fn assert_exactly_once(output: &str, coordinator: &mut RoleProcess, workers: &[RoleProcess]) {
+    let logs = |coordinator: &RoleProcess| {
+        let workers: Vec<String> = workers.iter().map(RoleProcess::logs).collect();
+        format!("{}\n{}", coordinator.logs(), workers.join("\n"))
+    };
     let expected = expected();
-    let mut reader = CommittedReader::new(&output);
+    let mut reader = CommittedReader::new(output);
     let deadline = Instant::now() + DEADLINE * 2;
     while reader.windows().len() < expected.len() {
         coordinator.assert_running();
+        let got = reader.windows().len();
         assert!(
             Instant::now() < deadline,
-            "only {} of {} windows arrived\n{}",
-            reader.windows().len(),
+            "only {got} of {} windows arrived\n{}",
             expected.len(),
-            all_logs(&coordinator, &workers)
+            logs(coordinator)
         );
         reader.poll();
     }
     let status = coordinator.terminate();
-    assert!(status.success(), "the coordinator exits cleanly on SIGTERM\n{}", coordinator.logs());
+    assert!(status.success(), "the coordinator exits cleanly on SIGTERM\n{}", logs(coordinator));
     reader.read_to_end();
-
     let got = reader.windows();
     let duplicated: Vec<_> = got.iter().filter(|(_, rows)| rows.len() > 1).collect();
     assert!(duplicated.is_empty(), "windows written more than once: {duplicated:?}");
     let got: BTreeMap<(i64, i64), (i64, i64)> = got.into_iter().map(|(w, rows)| (w, rows[0])).collect();
-    let missing: Vec<_> = expected.keys().filter(|w| !got.contains_key(w)).collect();
-    assert!(missing.is_empty(), "windows lost: {missing:?}");
     assert_eq!(got, expected, "window contents differ");
+}
+
+#[test]
+fn a_savepoint_at_parallelism_4_on_two_workers_resumes_at_2_on_one_exactly_once() {
+    let input = unique("roles-sp-in");
+    let output = unique("roles-sp-out");
+    create_topics(&[(&input, PARTITIONS), (&output, 1)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = dir.path().join("job.sql");
+    std::fs::write(&job, job_sql(&input, &output, &unique("roles-sp-txn"))).expect("job file");
+    let job = job.display().to_string();
+    let owned = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let start = |name: &str, parallelism: &str, workers: usize, slots: &str, extra: &[&str]| {
+        let rpc = format!("127.0.0.1:{}", free_port());
+        let checkpoints = format!("file://{}/{name}-checkpoints", dir.path().display());
+        let mut args = owned(&[
+            "coordinator",
+            "-f",
+            &job,
+            "--parallelism",
+            parallelism,
+            "--listen",
+            &rpc,
+            "--checkpoint-dir",
+            &checkpoints,
+            "--checkpoint-interval",
+            "300ms",
+            "--kafka-bootstrap",
+            &bootstrap(),
+        ]);
+        args.extend(owned(extra));
+        let coordinator = RoleProcess::start(&format!("{name}-coordinator"), dir.path(), &args, &[]);
+        let worker_args = owned(&["worker", "--coordinator", &rpc, "--slots", slots]);
+        let workers: Vec<RoleProcess> = (0..workers)
+            .map(|i| {
+                RoleProcess::start(
+                    &format!("{name}-worker-{i}"),
+                    dir.path(),
+                    &worker_args,
+                    &[("KAFKA_BOOTSTRAP", &bootstrap())],
+                )
+            })
+            .collect();
+        (coordinator, workers)
+    };
+    let producer = produce_input(input.clone());
+    let (mut coordinator, mut workers) = start("first", "4", 2, "2", &[]);
+    coordinator.wait_for_job("a checkpoint", |job| phase(job) == "RUNNING" && last_checkpoint(job) > 0);
+    let target = format!("file://{}/savepoint", dir.path().display());
+    let location = stop_with_savepoint(&mut coordinator, &target);
+    assert!(coordinator.terminate().success(), "{}", coordinator.logs());
+    for worker in &mut workers {
+        assert!(worker.terminate().success(), "{}", worker.logs());
+    }
+
+    let (mut coordinator, workers) = start("second", "2", 1, "2", &["--restore-from", &location]);
+    let running = coordinator.wait_for_job("the resumed job", |job| phase(job) == "RUNNING");
+    assert_eq!(running["parallelism"], 2, "{running}");
+    producer.join().expect("the producer finishes");
+    assert_exactly_once(&output, &mut coordinator, &workers);
 }

@@ -10,9 +10,8 @@ mod roles_support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use roles_support::{DEADLINE, RoleProcess, free_port, last_checkpoint, phase};
+use roles_support::{RoleProcess, free_port, last_checkpoint, phase, stop_with_savepoint};
 
 fn job_sql(output: &Path) -> String {
     format!(
@@ -95,30 +94,7 @@ fn a_savepoint_stops_the_job_over_processes_and_it_resumes_on_another_layout() {
     // Two workers × 2 slots; stop with a savepoint once a checkpoint completed.
     let (mut coordinator, mut workers) = start("first", "chk-a", None, 2, "2");
     coordinator.wait_for_job("a checkpoint", |job| phase(job) == "RUNNING" && last_checkpoint(job) > 0);
-    let (status, body) = coordinator.http(
-        "POST",
-        "/v1/savepoints",
-        Some(&format!(r#"{{"targetDirectory": "{savepoint}", "stop": true}}"#)),
-    );
-    assert_eq!(status, 202, "{body}");
-    let id = serde_json::from_str::<serde_json::Value>(&body).expect("JSON")["id"].as_u64().expect("id");
-    let deadline = Instant::now() + DEADLINE;
-    let location = loop {
-        let (status, body) = coordinator.http("GET", &format!("/v1/savepoints/{id}"), None);
-        assert_eq!(status, 200, "{body}");
-        let request: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-        match request["status"].as_str() {
-            Some("COMPLETED") => break request["location"].as_str().expect("location").to_owned(),
-            Some("IN_PROGRESS") => {}
-            other => panic!("savepoint {other:?}: {body}\n{}", coordinator.logs()),
-        }
-        assert!(Instant::now() < deadline, "the savepoint did not complete");
-        std::thread::park_timeout(Duration::from_millis(20));
-    };
-    // The coordinator stays up, FINISHED, serving the savepoint's location.
-    coordinator.wait_for_job("FINISHED", |job| phase(job) == "FINISHED");
-    let (_, body) = coordinator.http("GET", &format!("/v1/savepoints/{id}"), None);
-    assert!(body.contains(&location), "{body}");
+    let location = stop_with_savepoint(&mut coordinator, &savepoint);
     let stopped_at = final_table(&output);
     assert!(
         stopped_at.values().map(|(n, _)| n).sum::<i64>() < expected.values().map(|(n, _)| n).sum::<i64>(),

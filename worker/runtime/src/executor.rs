@@ -131,11 +131,11 @@ pub async fn run_dataflow(
     let mut tasks = JoinSet::new();
     // Remote senders into this process's subtasks (forward edges never leave a slot).
     if let Some(placement) = placement {
-        for k in 1..dataflow.stages.len() {
+        for (k, stage_inputs) in input_senders.iter().enumerate().skip(1) {
             if matches!(dataflow.stages[k].input, Exchange::Forward) {
                 continue;
             }
-            for (t, into) in input_senders[k].iter().enumerate() {
+            for (t, into) in stage_inputs.iter().enumerate() {
                 let Some(into) = into else { continue };
                 for j in 0..dataflow.stage_parallelism(k - 1, p) {
                     if exchange::is_local(Some(placement), j) {

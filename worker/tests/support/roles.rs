@@ -47,11 +47,16 @@ impl RoleProcess {
     }
 
     fn spawn(&mut self) {
+        self.spawn_with(&[]);
+    }
+
+    fn spawn_with(&mut self, extra_env: &[(&str, &str)]) {
         let log = std::fs::File::create(&self.log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_millrace-worker"))
             .args(["--ops-addr", &self.ops])
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra_env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -73,14 +78,25 @@ impl RoleProcess {
         self.spawn();
     }
 
+    /// Starts the process again with these environment variables added, for this run only.
+    pub fn restart_with(&mut self, env: &[(&str, &str)]) {
+        self.spawn_with(env);
+    }
+
     /// SIGTERM, then waits for the exit; its status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let child = self.child.as_mut().expect("running");
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        self.wait_exit()
+    }
+
+    /// Waits for the process to exit by itself; its status (the run's log is kept).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.as_mut().expect("running").try_wait() {
                 self.child = None;
+                self.history.push_str(&format!("--- {} (exited: {status}) ---\n{}", self.name, self.log()));
                 return status;
             }
             assert!(started.elapsed() < DEADLINE, "{} did not exit:\n{}", self.name, self.log());
@@ -175,4 +191,50 @@ pub fn last_checkpoint(job: &serde_json::Value) -> u64 {
 
 pub fn phase(job: &serde_json::Value) -> &str {
     job["phase"].as_str().unwrap_or("")
+}
+
+/// Asks the coordinator for a savepoint into `target` that stops the job, waits until it is
+/// written and the job is FINISHED; the savepoint's location.
+pub fn stop_with_savepoint(coordinator: &mut RoleProcess, target: &str) -> String {
+    let (status, body) = coordinator.http(
+        "POST",
+        "/v1/savepoints",
+        Some(&format!(r#"{{"targetDirectory": "{target}", "stop": true}}"#)),
+    );
+    assert_eq!(status, 202, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).expect("JSON")["id"].as_u64().expect("id");
+    let deadline = Instant::now() + DEADLINE;
+    let location = loop {
+        let (status, body) = coordinator.http("GET", &format!("/v1/savepoints/{id}"), None);
+        assert_eq!(status, 200, "{body}");
+        let request: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        match request["status"].as_str() {
+            Some("COMPLETED") => break request["location"].as_str().expect("location").to_owned(),
+            Some("IN_PROGRESS") => {}
+            other => panic!("savepoint {other:?}: {body}\n{}", coordinator.logs()),
+        }
+        assert!(Instant::now() < deadline, "the savepoint did not complete");
+        std::thread::park_timeout(Duration::from_millis(20));
+    };
+    // The coordinator stays up, FINISHED, serving the savepoint's location.
+    coordinator.wait_for_job("FINISHED", |job| phase(job) == "FINISHED");
+    let (_, body) = coordinator.http("GET", &format!("/v1/savepoints/{id}"), None);
+    assert!(body.contains(&location), "{body}");
+    location
+}
+
+/// The newest completed checkpoint in a checkpoint folder (its `chk-N/_metadata`).
+pub fn latest_on_disk(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().join("_metadata").exists())
+                .filter_map(|e| {
+                    e.file_name().to_str().and_then(|n| n.strip_prefix("chk-")).and_then(|n| n.parse().ok())
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
 }
