@@ -18,15 +18,15 @@ use millrace_checkpoint::{
     StateScope as StoredScope, TableState,
 };
 use millrace_connectors::{BarrierTrigger, SinkAck};
-use millrace_runtime::{KeyGroupRange, StateScope, TaskAck, TaskEvent};
+use millrace_runtime::{TaskAck, TaskEvent};
 use millrace_types::{CheckpointId, SinkMessage};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::incremental::{self, FileIndex, Slot, StateWriter};
-use crate::state_files;
+use crate::incremental::{FileIndex, Slot, StateWriter};
+use crate::task_state::{WrittenAck, merge_written, write_task_state};
 
 /// How a job takes checkpoints.
 #[derive(Debug, Clone)]
@@ -151,10 +151,17 @@ pub struct JobShape {
 struct Pending {
     id: u64,
     started: Instant,
-    tasks: HashMap<(usize, usize), TaskAck>,
+    tasks: HashMap<(usize, usize), Acked>,
     sinks: Vec<HashMap<usize, Option<Vec<u8>>>>,
     final_checkpoint: bool,
     waiters: Vec<Waiter>,
+}
+
+/// A task's acknowledgement: its snapshot (the coordinator writes the state files), or the
+/// files its worker already wrote.
+enum Acked {
+    Snapshot(TaskAck),
+    Written(WrittenAck),
 }
 
 /// Someone waiting for the pending checkpoint.
@@ -191,6 +198,9 @@ pub struct Coordinator {
     shape: JobShape,
     barriers: BarrierTrigger,
     events: mpsc::UnboundedReceiver<TaskEvent>,
+    /// Acknowledgements of tasks that wrote their own state files (workers of a job spread
+    /// over processes).
+    written_acks: Option<mpsc::UnboundedReceiver<WrittenAck>>,
     sinks: Vec<SinkSide>,
     metrics: CheckpointMetrics,
     finished: HashSet<(usize, usize)>,
@@ -266,6 +276,7 @@ impl Coordinator {
             shape,
             barriers,
             events,
+            written_acks: None,
             sinks,
             metrics,
             finished: HashSet::new(),
@@ -290,6 +301,12 @@ impl Coordinator {
         self
     }
 
+    /// Takes acknowledgements whose state files their tasks wrote themselves from `acks` too.
+    pub fn with_written_acks(mut self, acks: mpsc::UnboundedReceiver<WrittenAck>) -> Self {
+        self.written_acks = Some(acks);
+        self
+    }
+
     /// Runs until `control` closes. Errors only when storage refuses a completed checkpoint's
     /// commit protocol in a way the job cannot go on from.
     pub async fn run(mut self, mut control: mpsc::Receiver<Control>) {
@@ -309,6 +326,7 @@ impl Coordinator {
                     }
                 }
                 Some(event) = self.events.recv() => self.on_task_event(event).await,
+                Some(ack) = next_written(&mut self.written_acks) => self.on_written_ack(ack),
                 Some((side, ack)) = sink_acks => self.on_sink_ack(side, ack),
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.fail_pending("timed out");
@@ -445,12 +463,24 @@ impl Coordinator {
             }
             TaskEvent::Ack(ack) => match self.pending.as_mut() {
                 Some(pending) if pending.id == ack.checkpoint.0 => {
-                    pending.tasks.insert((ack.stage, ack.subtask), ack);
+                    pending.tasks.insert((ack.stage, ack.subtask), Acked::Snapshot(ack));
                 }
                 _ => {
                     tracing::debug!(checkpoint = %ack.checkpoint, "acknowledgement of a checkpoint no longer pending")
                 }
             },
+        }
+    }
+
+    fn on_written_ack(&mut self, ack: WrittenAck) {
+        match self.pending.as_mut() {
+            Some(pending) if pending.id == ack.checkpoint => {
+                pending.tasks.insert((ack.stage, ack.subtask), Acked::Written(ack));
+            }
+            _ => tracing::debug!(
+                checkpoint = ack.checkpoint,
+                "acknowledgement of a checkpoint no longer pending"
+            ),
         }
     }
 
@@ -506,8 +536,8 @@ impl Coordinator {
         let id = pending.id;
         let outcome = self.write(&pending).await;
         match outcome {
-            Ok(Written { metadata, referenced: bytes, written, files }) => {
-                self.last_files = files;
+            Ok(Written { metadata, referenced: bytes, written }) => {
+                self.last_files = FileIndex::of_checkpoint(&metadata);
                 if self.settings.crash_after_checkpoint == Some(id) {
                     tracing::error!(
                         checkpoint = id,
@@ -600,58 +630,32 @@ impl Coordinator {
         let mut writer = StateWriter::new(&self.storage, pending.id, &self.last_files);
         let mut operators: BTreeMap<String, Vec<TableState>> = BTreeMap::new();
         let mut positions = BTreeMap::new();
-        let mut acks: Vec<&TaskAck> = pending.tasks.values().collect();
-        acks.sort_by_key(|a| (a.stage, a.subtask));
-        for ack in acks {
-            if let Some(p) = &ack.positions {
-                positions.extend(p.iter().map(|(partition, offset)| (partition.0, *offset)));
-            }
-            let stage_parallelism = shape.stage_parallelism.get(ack.stage).copied().unwrap_or(1);
-            let owned = KeyGroupRange::of_subtask(ack.subtask, stage_parallelism, shape.max_parallelism);
-            for operator in &ack.operators {
-                let id = operator.operator_id.as_str();
-                let tables = operators.entry(id.to_owned()).or_default();
-                for (declared, snapshot) in &operator.tables {
-                    let scope = match declared.scope {
-                        StateScope::KeyGroups => StoredScope::KeyGroups,
-                        StateScope::Instance => StoredScope::Instance,
-                    };
-                    let index = match tables.iter().position(|t| t.name == declared.name) {
-                        Some(i) => i,
-                        None => {
-                            tables.push(TableState {
-                                name: declared.name.to_owned(),
-                                scope,
-                                files: Vec::new(),
-                            });
-                            tables.len() - 1
-                        }
-                    };
-                    if snapshot.batches.iter().all(|b| b.num_rows() == 0) {
-                        continue;
+        let mut acks: Vec<(&(usize, usize), &Acked)> = pending.tasks.iter().collect();
+        acks.sort_by_key(|(at, _)| **at);
+        let (mut referenced, mut written) = (0, 0);
+        for ((stage, _), ack) in acks {
+            match ack {
+                Acked::Snapshot(ack) => {
+                    if let Some(p) = &ack.positions {
+                        positions.extend(p.iter().map(|(partition, offset)| (partition.0, *offset)));
                     }
-                    let failed = |e: String| format!("state of {id} table {}: {e}", declared.name);
-                    let pieces = match scope {
-                        StoredScope::KeyGroups => {
-                            let rows = snapshot.batches.iter().map(|b| b.num_rows()).sum();
-                            let width = incremental::chunk_width(shape.max_parallelism, rows);
-                            incremental::key_group_chunks(&snapshot.batches, owned, width)
-                                .map_err(failed)?
-                                .into_iter()
-                                .map(|(r, batch)| {
-                                    (Slot::KeyGroups { first: r.first, last: r.last }, vec![batch])
-                                })
-                                .collect()
-                        }
-                        StoredScope::Instance => {
-                            vec![(Slot::Subtask(ack.subtask as u32), snapshot.batches.clone())]
-                        }
-                    };
-                    for (slot, batches) in pieces {
-                        let bytes = state_files::encode(&batches).map_err(failed)?;
-                        let file = writer.file(id, declared.name, slot, "arrow", bytes).await?;
-                        tables[index].files.push(file);
+                    let stage_parallelism = shape.stage_parallelism.get(*stage).copied().unwrap_or(1);
+                    write_task_state(
+                        &mut writer,
+                        ack,
+                        stage_parallelism,
+                        shape.max_parallelism,
+                        &mut operators,
+                    )
+                    .await?;
+                }
+                Acked::Written(ack) => {
+                    if let Some(p) = ack.source_positions() {
+                        positions.extend(p.iter().map(|(partition, offset)| (partition.0, *offset)));
                     }
+                    merge_written(&mut operators, ack);
+                    referenced += ack.referenced;
+                    written += ack.written;
                 }
             }
         }
@@ -691,8 +695,11 @@ impl Coordinator {
         metadata.completed_at_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         self.storage.complete_checkpoint(&metadata).await.map_err(|e| e.to_string())?;
-        let (referenced, written) = (writer.referenced, writer.written);
-        Ok(Written { metadata, referenced, written, files: writer.into_index() })
+        Ok(Written {
+            metadata,
+            referenced: referenced + writer.referenced,
+            written: written + writer.written,
+        })
     }
 }
 
@@ -701,9 +708,9 @@ struct Written {
     metadata: SnapshotMetadata,
     /// Bytes of every state file it references.
     referenced: u64,
-    /// Bytes of the state files it wrote (the rest it took over from the one before).
+    /// Bytes of the state files it (and its tasks) wrote (the rest it took over from the one
+    /// before).
     written: u64,
-    files: FileIndex,
 }
 
 /// The state table a sink's pre-commit state is filed under.
@@ -728,6 +735,13 @@ async fn futures_first_ack(sinks: &mut [SinkSide]) -> Option<(usize, SinkAck)> {
         std::task::Poll::Pending
     })
     .await
+}
+
+async fn next_written(acks: &mut Option<mpsc::UnboundedReceiver<WrittenAck>>) -> Option<WrittenAck> {
+    match acks {
+        Some(acks) => acks.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

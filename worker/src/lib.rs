@@ -10,6 +10,7 @@ pub mod manifest;
 pub mod restore;
 pub mod roles;
 mod state_files;
+pub mod task_state;
 
 pub use control::{JobControl, JobPhase, control_router};
 pub use coordinator::{CheckpointMetrics, CheckpointSettings};

@@ -23,11 +23,12 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::pool::{Pool, PoolEvent, WorkerHandle};
 use super::rpc::{Deployment, RestorePoint, ToCoordinator, ToWorker, decode_bytes};
-use super::wire::{declared_tables, decode_ack, positions_from_wire};
+use super::wire::positions_from_wire;
 use crate::control::{JobControl, JobPhase};
-use crate::coordinator::{Control, Coordinator, SinkSide, sink_operator_id};
+use crate::coordinator::{Control, Coordinator, JobStatusView, SinkSide, sink_operator_id};
 use crate::job::{Job, JobError, JobMetrics, JobOptions, JobOverrides, ask, job_shape, recover_sink};
 use crate::restore::{PlanState, Restored, restore};
+use crate::task_state::WrittenAck;
 
 /// How long the workers get to confirm a cancel before the coordinator goes on without.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -66,6 +67,7 @@ struct Checkpointing {
     control: mpsc::Sender<Control>,
     task: JoinHandle<()>,
     events: mpsc::UnboundedSender<TaskEvent>,
+    written_acks: mpsc::UnboundedSender<WrittenAck>,
     sink_acks: Vec<mpsc::UnboundedSender<SinkAck>>,
     /// The sink proxies.
     bridges: JoinSet<()>,
@@ -81,7 +83,7 @@ pub async fn run_attempt(
     let mut checkpointing = None;
     let outcome = match start(ctx, pool, attempt, assigned, &mut checkpointing).await {
         Ok(None) => Outcome::Finished,
-        Ok(Some(declared)) => relay(ctx, pool, attempt, assigned, checkpointing.as_ref(), &declared).await,
+        Ok(Some(())) => relay(ctx, pool, attempt, assigned, checkpointing.as_ref()).await,
         Err(outcome) => outcome,
     };
     ctx.control.detach();
@@ -100,8 +102,6 @@ pub async fn run_attempt(
     outcome
 }
 
-type Declared = HashMap<String, Vec<millrace_runtime::StateTable>>;
-
 /// Restores, recovers the sinks, starts the checkpoint coordinator and deploys. `None`: the
 /// job had already finished.
 async fn start(
@@ -110,13 +110,12 @@ async fn start(
     attempt: &str,
     assigned: &BTreeMap<u64, Vec<usize>>,
     checkpointing: &mut Option<Checkpointing>,
-) -> Result<Option<Declared>, Outcome> {
+) -> Result<Option<()>, Outcome> {
     let options = &ctx.spec.options;
     let p = options.parallelism;
     let failed = |e: &dyn std::fmt::Display| Outcome::Failed(e.to_string());
     let mut job = Job::prepare(&ctx.spec.sql, options, JobOverrides::default())
         .map_err(|e| Outcome::Fatal(e.to_string()))?;
-    let declared = declared_tables(&job.plan.dataflow).map_err(Outcome::Fatal)?;
     let (restored, point) = choose_snapshot(&job, options).await?;
     if let Some(restored) = &restored {
         if restored.finished {
@@ -168,8 +167,16 @@ async fn start(
         }
         let workers: Vec<WorkerHandle> =
             assigned.keys().filter_map(|id| pool.workers.get(id).cloned()).collect();
-        let barrier_bridge = tokio::spawn(barrier_bridge(barriers.clone(), attempt.to_owned(), workers));
+        let restored_checkpoint = point.as_ref().and_then(|p| p.checkpoint_id);
+        let barrier_bridge = tokio::spawn(barrier_bridge(
+            barriers.clone(),
+            attempt.to_owned(),
+            workers,
+            ctx.control.status.clone(),
+            restored_checkpoint,
+        ));
         let (events, task_events) = mpsc::unbounded_channel();
+        let (written_acks, written) = mpsc::unbounded_channel();
         let (control, requests) = mpsc::channel(16);
         let coordinator = Coordinator::new(
             storage,
@@ -182,10 +189,12 @@ async fn start(
             restored.as_ref().map(|r| r.checkpoint_id),
             ctx.control.status.clone(),
         )
-        .numbering_after(newest);
+        .numbering_after(newest)
+        .with_written_acks(written);
         ctx.control.attach(control.clone(), p, options.max_parallelism, &settings.storage_url);
         let task = tokio::spawn(coordinator.run(requests));
-        *checkpointing = Some(Checkpointing { control, task, events, sink_acks, bridges, barrier_bridge });
+        *checkpointing =
+            Some(Checkpointing { control, task, events, written_acks, sink_acks, bridges, barrier_bridge });
     }
     let mut peers: Vec<(usize, String)> =
         owners.iter().map(|(slot, w)| (*slot, w.data_addr.clone())).collect();
@@ -198,7 +207,7 @@ async fn start(
             max_parallelism: options.max_parallelism,
             channel_capacity: options.channel_capacity,
             kafka_bootstrap: options.kafka_bootstrap.clone(),
-            checkpointing: options.checkpointing.is_some(),
+            checkpoint_storage: options.checkpointing.as_ref().map(|c| c.storage_url.clone()),
             restore: point.clone(),
             allow_non_restored_state: options.allow_non_restored_state,
             slots: slots.clone(),
@@ -210,7 +219,7 @@ async fn start(
     }
     tracing::info!(%attempt, ?assigned, "job deployed");
     ctx.control.set_phase(JobPhase::Running, None);
-    Ok(Some(declared))
+    Ok(Some(()))
 }
 
 /// The newest completed checkpoint, else the savepoint of `--restore-from`, else nothing.
@@ -278,8 +287,15 @@ fn sink_proxy(
     tx
 }
 
-/// Sends every barrier the coordinator requests to the workers' sources.
-async fn barrier_bridge(barriers: BarrierTrigger, attempt: String, workers: Vec<WorkerHandle>) {
+/// Sends every barrier the coordinator requests to the workers' sources, with the last
+/// completed checkpoint (the restored one until this attempt completes its own).
+async fn barrier_bridge(
+    barriers: BarrierTrigger,
+    attempt: String,
+    workers: Vec<WorkerHandle>,
+    status: JobStatusView,
+    restored: Option<u64>,
+) {
     let mut sent = barriers.requested();
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     loop {
@@ -287,8 +303,10 @@ async fn barrier_bridge(barriers: BarrierTrigger, attempt: String, workers: Vec<
         let requested = barriers.requested();
         if requested > sent {
             sent = requested;
+            let previous = status.get().last_checkpoint_id.max(restored);
             for worker in &workers {
-                let _ = worker.tx.send(ToWorker::Barrier { attempt: attempt.clone(), checkpoint: requested });
+                let (attempt, checkpoint) = (attempt.clone(), requested);
+                let _ = worker.tx.send(ToWorker::Barrier { attempt, checkpoint, previous });
             }
         }
     }
@@ -301,7 +319,6 @@ async fn relay(
     attempt: &str,
     assigned: &BTreeMap<u64, Vec<usize>>,
     checkpointing: Option<&Checkpointing>,
-    declared: &Declared,
 ) -> Outcome {
     let mut ended = BTreeSet::new();
     let mut finishing: Option<JoinHandle<Result<u64, JobError>>> = None;
@@ -320,7 +337,7 @@ async fn relay(
                     PoolEvent::Joined(_) | PoolEvent::Left(..) => continue,
                     PoolEvent::Message(worker, message) => (worker, message),
                 };
-                if let Some(outcome) = on_message(attempt, worker, message, checkpointing, declared, &mut ended) {
+                if let Some(outcome) = on_message(attempt, worker, message, checkpointing, &mut ended) {
                     return outcome;
                 }
                 if ended.len() == assigned.len() && finishing.is_none() {
@@ -367,18 +384,13 @@ fn on_message(
     worker: u64,
     message: ToCoordinator,
     checkpointing: Option<&Checkpointing>,
-    declared: &Declared,
     ended: &mut BTreeSet<u64>,
 ) -> Option<Outcome> {
     let current = |a: &str| a == attempt;
     match message {
         ToCoordinator::Ack { attempt, ack } if current(&attempt) => {
-            let ack = match decode_ack(ack, declared) {
-                Ok(ack) => ack,
-                Err(why) => return Some(Outcome::Failed(format!("worker {worker}: {why}"))),
-            };
             if let Some(c) = checkpointing {
-                let _ = c.events.send(TaskEvent::Ack(ack));
+                let _ = c.written_acks.send(ack);
             }
         }
         ToCoordinator::TaskFinished { attempt, stage, subtask, positions } if current(&attempt) => {

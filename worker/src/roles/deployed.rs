@@ -2,7 +2,7 @@
 //! worker's subtasks from the attempt's snapshot, start the source and sink instances of its
 //! slots, run its subtasks of the dataflow with the network exchange to the other workers,
 //! and relay the checkpoint protocol: barrier requests and sink commits in, task and sink
-//! acknowledgements out. The coordinator settles the sinks' transactions (recovery) before
+//! acknowledgements out (the tasks' state files written to checkpoint storage first). The coordinator settles the sinks' transactions (recovery) before
 //! it deploys, so this side only resumes after the restored checkpoint.
 
 use std::collections::{BTreeSet, HashMap};
@@ -21,14 +21,18 @@ use millrace_types::{CheckpointId, SinkMessage};
 use tokio::sync::{mpsc, oneshot};
 
 use super::rpc::{Deployment, ToCoordinator, encode_bytes};
-use super::wire::{encode_ack, positions_to_wire};
+use super::wire::{AckWriter, positions_to_wire};
 use crate::job::{Job, JobError, JobMetrics, JobOptions, JobOverrides, first_failure, join_all};
 use crate::restore::{PlanState, restore};
 
 /// What the coordinator asks of a running attempt.
 #[derive(Debug)]
 pub enum Command {
-    Barrier(u64),
+    /// Inject the barrier of a checkpoint; the last completed one before it.
+    Barrier {
+        checkpoint: u64,
+        previous: Option<u64>,
+    },
     Sink {
         side: usize,
         instance: usize,
@@ -187,10 +191,15 @@ async fn run(
             sides.extend(sink_instances.iter().zip(&sinks).map(|(i, s)| ((0, *i), s.clone())));
             sides.extend(late_instances.iter().zip(&late).map(|(i, s)| ((1, *i), s.clone())));
             let (cancel_tx, cancelled) = oneshot::channel();
-            relays.spawn(carry_out(commands, barriers, sides, cancel_tx));
-            let checkpoints = if deployment.checkpointing {
+            let previous = Previous::default();
+            relays.spawn(carry_out(commands, barriers, sides, previous.clone(), cancel_tx));
+            let checkpoints = if let Some(url) = &deployment.checkpoint_storage {
+                let storage =
+                    CheckpointStorage::open(url).map_err(|e| JobError::Checkpoint(e.to_string()))?;
+                let stages = (0..dataflow.stages.len()).map(|k| dataflow.stage_parallelism(k, p)).collect();
+                let writer = AckWriter::new(storage, stages, options.max_parallelism);
                 let (events, task_events) = mpsc::unbounded_channel();
-                relays.spawn(relay_task_events(attempt.clone(), task_events, out.clone()));
+                relays.spawn(relay_task_events(attempt.clone(), task_events, writer, previous, out.clone()));
                 Some(CheckpointIo { events, restore: restored.as_ref().map(|r| Arc::clone(&r.state)) })
             } else {
                 None
@@ -248,17 +257,28 @@ async fn drive(
     }
 }
 
+/// The last completed checkpoint at each barrier's trigger, by checkpoint id.
+type Previous = Arc<std::sync::Mutex<HashMap<u64, Option<u64>>>>;
+
 /// Carries out the coordinator's commands in order; a cancel resolves `cancel` after every
 /// command before it (a sink commit, say) has reached its sink.
 async fn carry_out(
     mut commands: mpsc::UnboundedReceiver<Command>,
     barriers: BarrierTrigger,
     sides: HashMap<(usize, usize), mpsc::Sender<SinkMessage>>,
+    previous: Previous,
     cancel: oneshot::Sender<()>,
 ) {
     while let Some(command) = commands.recv().await {
         match command {
-            Command::Barrier(id) => barriers.request(CheckpointId(id)),
+            Command::Barrier { checkpoint, previous: last } => {
+                // Recorded before the sources can see the request, so every task's
+                // acknowledgement finds it.
+                if let Ok(mut known) = previous.lock() {
+                    known.insert(checkpoint, last);
+                }
+                barriers.request(CheckpointId(checkpoint));
+            }
             Command::Sink { side, instance, message } => match sides.get(&(side, instance)) {
                 Some(sink) => {
                     if sink.send(message).await.is_err() {
@@ -297,17 +317,27 @@ async fn relay_sink_acks(
     }
 }
 
+/// Writes each acknowledged task's state files and tells the coordinator.
 async fn relay_task_events(
     attempt: String,
     mut events: mpsc::UnboundedReceiver<TaskEvent>,
+    mut writer: AckWriter,
+    previous: Previous,
     out: mpsc::UnboundedSender<ToCoordinator>,
 ) {
     while let Some(event) = events.recv().await {
         let message = match event {
-            TaskEvent::Ack(ack) => match encode_ack(&ack) {
-                Ok(ack) => ToCoordinator::Ack { attempt: attempt.clone(), ack },
-                Err(err) => ToCoordinator::Failed { attempt: attempt.clone(), error: err },
-            },
+            TaskEvent::Ack(ack) => {
+                let last =
+                    previous.lock().ok().and_then(|known| known.get(&ack.checkpoint.0).copied()).flatten();
+                match writer.write(&ack, last).await {
+                    Ok(ack) => ToCoordinator::Ack { attempt: attempt.clone(), ack },
+                    Err(err) => ToCoordinator::Failed {
+                        attempt: attempt.clone(),
+                        error: format!("writing the state of checkpoint {}: {err}", ack.checkpoint),
+                    },
+                }
+            }
             TaskEvent::Finished { stage, subtask, positions } => ToCoordinator::TaskFinished {
                 attempt: attempt.clone(),
                 stage,

@@ -1,7 +1,8 @@
 //! The RPC between the coordinator and its workers: one TCP connection per worker, opened by
 //! the worker, carrying length-prefixed JSON messages both ways (`length: u32 BE | JSON`,
-//! at most [`MAX_MESSAGE_BYTES`]). Binary payloads (operator state as Arrow IPC, sink
-//! pre-commit state) travel base64-encoded inside the JSON.
+//! at most [`MAX_MESSAGE_BYTES`]). Operator state never travels here: workers write it to
+//! checkpoint storage and acknowledge with the files. Sink pre-commit state (small) travels
+//! base64-encoded inside the JSON.
 //!
 //! A connection is: the worker's [`ToCoordinator::Register`], the coordinator's
 //! [`ToWorker::Registered`], then any messages in both directions. Both ends send
@@ -19,8 +20,10 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// The largest message either end accepts (operator state of one subtask travels in one).
-pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
+use crate::task_state::WrittenAck;
+
+/// The largest message either end accepts.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -34,11 +37,11 @@ pub enum ToCoordinator {
         data_addr: String,
     },
     Heartbeat,
-    /// A task's barriers aligned and it snapshotted.
+    /// A task's barriers aligned, it snapshotted, and the worker wrote its state files.
     #[serde(rename_all = "camelCase")]
     Ack {
         attempt: String,
-        ack: WireAck,
+        ack: WrittenAck,
     },
     /// A task's input ended (see `TaskEvent::Finished`).
     #[serde(rename_all = "camelCase")]
@@ -86,11 +89,13 @@ pub enum ToWorker {
     },
     Heartbeat,
     Deploy(Box<Deployment>),
-    /// Sources inject the barrier of checkpoint `checkpoint`.
+    /// Sources inject the barrier of checkpoint `checkpoint`. `previous`: the last completed
+    /// checkpoint in the job's storage, whose unchanged state files the tasks reference.
     #[serde(rename_all = "camelCase")]
     Barrier {
         attempt: String,
         checkpoint: u64,
+        previous: Option<u64>,
     },
     /// For a sink instance: a barrier (its upstream finished, or the final checkpoint) or the
     /// commit of a completed checkpoint.
@@ -120,8 +125,9 @@ pub struct Deployment {
     pub max_parallelism: u32,
     pub channel_capacity: usize,
     pub kafka_bootstrap: Option<String>,
-    /// Sources inject barriers and tasks acknowledge (the job takes checkpoints).
-    pub checkpointing: bool,
+    /// The checkpoint storage (the job takes checkpoints: sources inject barriers, tasks
+    /// write their state files there and acknowledge).
+    pub checkpoint_storage: Option<String>,
     pub restore: Option<RestorePoint>,
     pub allow_non_restored_state: bool,
     /// The slots this worker runs (slot `i` runs subtask `i` of every stage).
@@ -138,25 +144,6 @@ pub struct RestorePoint {
     /// A checkpoint storage root with `checkpoint_id`, or a savepoint folder without.
     pub url: String,
     pub checkpoint_id: Option<u64>,
-}
-
-/// A task acknowledgement on the wire.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WireAck {
-    pub checkpoint: u64,
-    pub stage: usize,
-    pub subtask: usize,
-    pub operators: Vec<WireOperator>,
-    pub positions: Option<Vec<(i32, i64)>>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WireOperator {
-    pub operator_id: String,
-    /// Table name and its rows as one Arrow IPC stream, base64 (`None`: no rows).
-    pub tables: Vec<(String, Option<String>)>,
 }
 
 /// Why a connection ended.

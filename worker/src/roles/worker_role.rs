@@ -163,9 +163,9 @@ async fn session(
                 ));
                 running = Some(Running { attempt, commands, task });
             }
-            ToWorker::Barrier { attempt, checkpoint } if current == Some(attempt.as_str()) => {
+            ToWorker::Barrier { attempt, checkpoint, previous } if current == Some(attempt.as_str()) => {
                 if let Some(r) = &running {
-                    let _ = r.commands.send(Command::Barrier(checkpoint));
+                    let _ = r.commands.send(Command::Barrier { checkpoint, previous });
                 }
             }
             ToWorker::Sink { attempt, side, instance, commit, checkpoint }
