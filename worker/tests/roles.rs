@@ -6,7 +6,8 @@
 //! times, and the coordinator once, each restarted like a Deployment would (same
 //! arguments); every kill comes after the running attempt has completed a checkpoint of its
 //! own; then the coordinator aborts itself between a checkpoint's completion and its commit.
-//! The `read_committed` output must equal the expected windows exactly. And a savepoint
+//! The `read_committed` output must equal the expected windows exactly, and once the input
+//! is in, checkpoints reference the workers' unchanged state files. And a savepoint
 //! with stop at parallelism 4 on two workers resumes at parallelism 2 on one worker, exactly
 //! once. Gated by the `platform` feature; fails (never skips) without Kafka.
 #![cfg(feature = "platform")]
@@ -131,6 +132,14 @@ fn assert_exactly_once(output: &str, coordinator: &mut RoleProcess, workers: &[R
         );
         reader.poll();
     }
+    // The input is all in and its windows fired: later checkpoints find the workers' state
+    // files unchanged and reference them instead of writing them again.
+    let incremental = coordinator.wait_for_job("a checkpoint reusing unchanged state files", |job| {
+        let bytes = job["checkpoints"]["lastCheckpointBytes"].as_u64().unwrap_or(0);
+        let written = job["checkpoints"]["lastCheckpointBytesWritten"].as_u64().unwrap_or(u64::MAX);
+        bytes > 0 && written < bytes
+    });
+    eprintln!("incremental checkpoint over processes: {}", incremental["checkpoints"]);
     let status = coordinator.terminate();
     assert!(status.success(), "the coordinator exits cleanly on SIGTERM\n{}", logs(coordinator));
     reader.read_to_end();
