@@ -282,7 +282,7 @@ struct JobView {
     max_parallelism: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     checkpoint_storage: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The reason of the last failure (null while there was none).
     last_error: Option<String>,
     workers: usize,
     slots: usize,

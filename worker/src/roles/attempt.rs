@@ -21,9 +21,9 @@ use millrace_types::{CheckpointId, SinkMessage};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::acks::positions_from_wire;
 use super::pool::{Pool, PoolEvent, WorkerHandle};
 use super::rpc::{Deployment, RestorePoint, ToCoordinator, ToWorker, decode_bytes};
-use super::wire::positions_from_wire;
 use crate::control::{JobControl, JobPhase};
 use crate::coordinator::{Control, Coordinator, JobStatusView, SinkSide, sink_operator_id};
 use crate::job::{Job, JobError, JobMetrics, JobOptions, JobOverrides, ask, job_shape, recover_sink};
@@ -82,8 +82,8 @@ pub async fn run_attempt(
 ) -> Outcome {
     let mut checkpointing = None;
     let outcome = match start(ctx, pool, attempt, assigned, &mut checkpointing).await {
-        Ok(None) => Outcome::Finished,
-        Ok(Some(())) => relay(ctx, pool, attempt, assigned, checkpointing.as_ref()).await,
+        Ok(Started::AlreadyFinished) => Outcome::Finished,
+        Ok(Started::Deployed) => relay(ctx, pool, attempt, assigned, checkpointing.as_ref()).await,
         Err(outcome) => outcome,
     };
     ctx.control.detach();
@@ -102,15 +102,20 @@ pub async fn run_attempt(
     outcome
 }
 
-/// Restores, recovers the sinks, starts the checkpoint coordinator and deploys. `None`: the
-/// job had already finished.
+enum Started {
+    Deployed,
+    /// The snapshot to start from is marked finished: nothing is left to do.
+    AlreadyFinished,
+}
+
+/// Restores, recovers the sinks, starts the checkpoint coordinator and deploys.
 async fn start(
     ctx: &AttemptContext<'_>,
     pool: &Pool,
     attempt: &str,
     assigned: &BTreeMap<u64, Vec<usize>>,
     checkpointing: &mut Option<Checkpointing>,
-) -> Result<Option<()>, Outcome> {
+) -> Result<Started, Outcome> {
     let options = &ctx.spec.options;
     let p = options.parallelism;
     let failed = |e: &dyn std::fmt::Display| Outcome::Failed(e.to_string());
@@ -120,7 +125,7 @@ async fn start(
     if let Some(restored) = &restored {
         if restored.finished {
             tracing::info!(location = %restored.location, "the job finished in an earlier run; nothing to do");
-            return Ok(None);
+            return Ok(Started::AlreadyFinished);
         }
         tracing::info!(location = %restored.location, "restoring");
         ctx.control.status.update(|s| s.restored_from = Some(restored.location.clone()));
@@ -160,9 +165,13 @@ async fn start(
         for (side, (operator_id, instances, upstream_stage)) in side_specs.into_iter().enumerate() {
             let (acks_tx, acks) = mpsc::unbounded_channel();
             sink_acks.push(acks_tx);
-            let senders = (0..instances)
-                .map(|instance| sink_proxy(&mut bridges, attempt, side, instance, &owners[&instance]))
-                .collect();
+            let mut senders = Vec::with_capacity(instances);
+            for instance in 0..instances {
+                let owner = owners
+                    .get(&instance)
+                    .ok_or_else(|| Outcome::Failed(format!("no worker runs slot {instance}")))?;
+                senders.push(sink_proxy(&mut bridges, attempt, side, instance, owner));
+            }
             sides.push(SinkSide { operator_id, senders, acks, upstream_stage });
         }
         let workers: Vec<WorkerHandle> =
@@ -219,7 +228,7 @@ async fn start(
     }
     tracing::info!(%attempt, ?assigned, "job deployed");
     ctx.control.set_phase(JobPhase::Running, None);
-    Ok(Some(()))
+    Ok(Started::Deployed)
 }
 
 /// The newest completed checkpoint, else the savepoint of `--restore-from`, else nothing.

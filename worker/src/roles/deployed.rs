@@ -20,8 +20,8 @@ use millrace_runtime::{
 use millrace_types::{CheckpointId, SinkMessage};
 use tokio::sync::{mpsc, oneshot};
 
+use super::acks::{AckWriter, positions_to_wire};
 use super::rpc::{Deployment, ToCoordinator, encode_bytes};
-use super::wire::{AckWriter, positions_to_wire};
 use crate::job::{Job, JobError, JobMetrics, JobOptions, JobOverrides, first_failure, join_all};
 use crate::restore::{PlanState, restore};
 

@@ -4,13 +4,13 @@
 //! [`rpc`]; subtasks in different workers exchange rows over the runtime's network exchange.
 //! `run` stays the single-process form of the same machinery.
 
+mod acks;
 mod attempt;
 mod coordinator_role;
 mod deployed;
 mod pool;
 mod resolve;
 pub mod rpc;
-mod wire;
 mod worker_role;
 
 pub use attempt::JobSpec;
