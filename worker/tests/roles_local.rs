@@ -1,9 +1,10 @@
-//! A job over processes without Kafka: a keyed updating aggregate over the generator into a
+//! Jobs over processes without Kafka. A keyed updating aggregate over the generator into a
 //! file sink, at parallelism 4 on a coordinator and two workers × 2 slots, stopped with a
 //! savepoint through the coordinator's control API (which keeps serving, FINISHED, with the
 //! savepoint's location), then resumed from the savepoint by a new coordinator on four
-//! workers × 1 slot. The final table equals the one `millrace-worker run` computes without
-//! interruption.
+//! workers × 1 slot: the final table equals the one `millrace-worker run` computes without
+//! interruption. And a job whose sink fails on a worker is restarted, then FAILED with the
+//! reason once it failed more often than `--restart-attempts` allows.
 
 #[path = "support/roles.rs"]
 mod roles_support;
@@ -115,5 +116,44 @@ fn a_savepoint_stops_the_job_over_processes_and_it_resumes_on_another_layout() {
         expected,
         "stop + resume over processes differs from the uninterrupted run"
     );
+    assert!(coordinator.terminate().success(), "{}", coordinator.logs());
+}
+
+#[test]
+fn a_task_failing_on_a_worker_restarts_the_job_then_fails_it_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    // The sink's folder does not exist: every attempt's sink fails on the worker.
+    let output = d.join("missing-folder").join("output.jsonl");
+    let job = d.join("job.sql");
+    std::fs::write(&job, job_sql(&output)).expect("job");
+    let rpc = format!("127.0.0.1:{}", free_port());
+    let checkpoints = format!("file://{}/checkpoints", d.display());
+    let args = owned(&[
+        "coordinator",
+        "-f",
+        &job.display().to_string(),
+        "--parallelism",
+        "2",
+        "--listen",
+        &rpc,
+        "--checkpoint-dir",
+        &checkpoints,
+        "--restart-attempts",
+        "1",
+        "--restart-window",
+        "10m",
+    ]);
+    let mut coordinator = RoleProcess::start("coordinator", d, &args, &[]);
+    let _worker =
+        RoleProcess::start("worker", d, &owned(&["worker", "--coordinator", &rpc, "--slots", "2"]), &[]);
+    let failed = coordinator.wait_for_job("FAILED", |job| phase(job) == "FAILED");
+    let error = failed["lastError"].as_str().unwrap_or_default();
+    assert!(error.contains("missing-folder"), "the reason names the sink's path: {failed}");
+    assert!(error.contains("2 failures within 600 s"), "{failed}");
+    let log = coordinator.log();
+    assert_eq!(log.matches("restarting from its newest checkpoint").count(), 1, "{log}");
+    // FAILED is final, and the API keeps answering.
+    assert_eq!(phase(&coordinator.job()), "FAILED");
     assert!(coordinator.terminate().success(), "{}", coordinator.logs());
 }
