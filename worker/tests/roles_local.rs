@@ -3,8 +3,10 @@
 //! savepoint through the coordinator's control API (which keeps serving, FINISHED, with the
 //! savepoint's location), then resumed from the savepoint by a new coordinator on four
 //! workers × 1 slot: the final table equals the one `millrace-worker run` computes without
-//! interruption. And a job whose sink fails on a worker is restarted, then FAILED with the
-//! reason once it failed more often than `--restart-attempts` allows.
+//! interruption. A job whose sink fails on a worker is restarted, then FAILED with the
+//! reason once it failed more often than `--restart-attempts` allows. A worker that hangs
+//! (SIGSTOP) is found by its missing heartbeats and replaced; when it wakes up it registers
+//! again.
 
 #[path = "support/roles.rs"]
 mod roles_support;
@@ -155,5 +157,54 @@ fn a_task_failing_on_a_worker_restarts_the_job_then_fails_it_with_the_reason() {
     assert_eq!(log.matches("restarting from its newest checkpoint").count(), 1, "{log}");
     // FAILED is final, and the API keeps answering.
     assert_eq!(phase(&coordinator.job()), "FAILED");
+    assert!(coordinator.terminate().success(), "{}", coordinator.logs());
+}
+
+#[test]
+fn a_hung_worker_is_found_by_its_heartbeats_and_replaced_and_registers_again_when_it_wakes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let output = d.join("output.jsonl");
+    let job = d.join("job.sql");
+    // Unbounded input: the job runs until the test ends it.
+    let sql = job_sql(&output).replace("count = '12000', ", "");
+    std::fs::write(&job, sql).expect("job");
+    let rpc = format!("127.0.0.1:{}", free_port());
+    let checkpoints = format!("file://{}/checkpoints", d.display());
+    let args = owned(&[
+        "coordinator",
+        "-f",
+        &job.display().to_string(),
+        "--parallelism",
+        "2",
+        "--listen",
+        &rpc,
+        "--checkpoint-dir",
+        &checkpoints,
+        "--checkpoint-interval",
+        "200ms",
+    ]);
+    let mut coordinator = RoleProcess::start("coordinator", d, &args, &[]);
+    let worker_args = owned(&["worker", "--coordinator", &rpc, "--slots", "1"]);
+    let hung = RoleProcess::start("worker-a", d, &worker_args, &[]);
+    let _other = RoleProcess::start("worker-b", d, &worker_args, &[]);
+    let running =
+        coordinator.wait_for_job("a checkpoint", |job| phase(job) == "RUNNING" && last_checkpoint(job) > 0);
+    hung.signal("STOP");
+    let stopped_at = std::time::Instant::now();
+    let _replacement = RoleProcess::start("worker-c", d, &worker_args, &[]);
+    let restarting = coordinator.wait_for_job("the hung worker's loss", |job| phase(job) == "RESTARTING");
+    assert!(
+        stopped_at.elapsed() >= std::time::Duration::from_secs(9),
+        "noticed before the heartbeat timeout"
+    );
+    let error = restarting["lastError"].as_str().unwrap_or_default();
+    assert!(error.contains("no message for 10 s"), "{restarting}");
+    coordinator.wait_for_job("the job running again on the replacement", |job| {
+        phase(job) == "RUNNING" && last_checkpoint(job) > last_checkpoint(&running)
+    });
+    hung.signal("CONT");
+    coordinator.wait_for_job("the woken worker registering again", |job| job["workers"] == 3);
+    assert_eq!(phase(&coordinator.job()), "RUNNING", "a spare worker registering does not disturb the job");
     assert!(coordinator.terminate().success(), "{}", coordinator.logs());
 }

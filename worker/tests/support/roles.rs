@@ -78,6 +78,13 @@ impl RoleProcess {
         self.spawn();
     }
 
+    /// Sends a signal (`STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running");
+        let sent = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {}", self.name);
+    }
+
     /// Starts the process again with these environment variables added, for this run only.
     pub fn restart_with(&mut self, env: &[(&str, &str)]) {
         self.spawn_with(env);
