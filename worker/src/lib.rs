@@ -2,6 +2,7 @@
 //! connectors and run its dataflow in this process (`run`), or spread over a coordinator
 //! and worker processes ([`roles`]).
 
+mod checkpoint_status;
 pub mod control;
 pub mod coordinator;
 mod incremental;
