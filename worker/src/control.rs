@@ -32,6 +32,9 @@ use crate::coordinator::{CheckpointStatus, Control, JobStatusView};
 pub enum JobPhase {
     Starting,
     Running,
+    /// A job spread over workers: it failed and waits to start again from its newest
+    /// checkpoint (for the backoff, and for enough workers' slots).
+    Restarting,
     Stopping,
     Finished,
     Failed,
@@ -71,6 +74,9 @@ struct Shared {
     max_parallelism: u32,
     checkpoint_url: Option<String>,
     last_error: Option<String>,
+    /// Registered workers and their slots (a coordinator; zero for `run`).
+    workers: usize,
+    slots: usize,
 }
 
 /// The handle shared by a running job and its control API.
@@ -112,6 +118,24 @@ impl JobControl {
             s.parallelism = parallelism;
             s.max_parallelism = max_parallelism;
             s.checkpoint_url = Some(checkpoint_url.to_owned());
+        });
+    }
+
+    /// The coordinator role's registered workers and their slots in total.
+    pub(crate) fn set_workers(&self, workers: usize, slots: usize) {
+        self.with(|s| {
+            s.workers = workers;
+            s.slots = slots;
+        });
+    }
+
+    /// Sets parallelism, maxParallelism and the checkpoint storage shown while no attempt
+    /// runs (a coordinator waiting for workers).
+    pub(crate) fn describe(&self, parallelism: usize, max_parallelism: u32, checkpoint_url: Option<&str>) {
+        self.with(|s| {
+            s.parallelism = parallelism;
+            s.max_parallelism = max_parallelism;
+            s.checkpoint_url = checkpoint_url.map(str::to_owned);
         });
     }
 
@@ -258,8 +282,12 @@ struct JobView {
     max_parallelism: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     checkpoint_storage: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The reason of the last failure (null while there was none).
     last_error: Option<String>,
+    workers: usize,
+    slots: usize,
+    /// The checkpoint or savepoint the running attempt started from.
+    restored_from: Option<String>,
     checkpoints: CheckpointStatus,
 }
 
@@ -282,16 +310,29 @@ pub fn control_router(control: JobControl) -> Router {
 }
 
 async fn job(State(control): State<JobControl>) -> Json<JobView> {
-    let (parallelism, max_parallelism, checkpoint_storage, last_error) = control
-        .with(|s| (s.parallelism, s.max_parallelism, s.checkpoint_url.clone(), s.last_error.clone()))
+    let (parallelism, max_parallelism, checkpoint_storage, last_error, workers, slots) = control
+        .with(|s| {
+            (
+                s.parallelism,
+                s.max_parallelism,
+                s.checkpoint_url.clone(),
+                s.last_error.clone(),
+                s.workers,
+                s.slots,
+            )
+        })
         .unwrap_or_default();
+    let checkpoints = control.status.get();
     Json(JobView {
         phase: control.phase(),
         parallelism,
         max_parallelism,
         checkpoint_storage,
         last_error,
-        checkpoints: control.status.get(),
+        workers,
+        slots,
+        restored_from: checkpoints.restored_from.clone(),
+        checkpoints,
     })
 }
 

@@ -1,8 +1,9 @@
 //! The checkpoint coordinator of a job: it triggers checkpoints on an interval (barriers
 //! injected at the sources through the [`BarrierTrigger`]), collects every task's
-//! acknowledgement (operator snapshots, source positions) and every sink's pre-commit,
-//! writes the state files and then the `_metadata` (last: a checkpoint exists only once it
-//! is complete), tells the sinks to commit, and keeps the last N checkpoints. A checkpoint
+//! acknowledgement (operator snapshots, or the state files a worker process already wrote
+//! for its tasks; source positions) and every sink's pre-commit, writes the state files it
+//! holds and then the `_metadata` (last: a checkpoint exists only once it is complete),
+//! tells the sinks to commit, and keeps the last N checkpoints. A checkpoint
 //! that does not complete within its timeout fails: it is counted, its files are cleaned up
 //! by retention, and the job goes on.
 //!
@@ -10,7 +11,6 @@
 //! not acknowledge; a sink whose upstream task has finished gets its barrier from here.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use millrace_checkpoint::{
@@ -18,15 +18,13 @@ use millrace_checkpoint::{
     StateScope as StoredScope, TableState,
 };
 use millrace_connectors::{BarrierTrigger, SinkAck};
-use millrace_runtime::{KeyGroupRange, StateScope, TaskAck, TaskEvent};
+use millrace_runtime::{TaskAck, TaskEvent};
 use millrace_types::{CheckpointId, SinkMessage};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::incremental::{self, FileIndex, Slot, StateWriter};
-use crate::state_files;
+pub use crate::checkpoint_status::{CheckpointMetrics, CheckpointStatus, JobStatusView};
+use crate::incremental::{FileIndex, Slot, StateWriter};
+use crate::task_state::{WrittenAck, merge_written, write_task_state};
 
 /// How a job takes checkpoints.
 #[derive(Debug, Clone)]
@@ -52,53 +50,6 @@ impl Default for CheckpointSettings {
             timeout: Duration::from_secs(600),
             crash_after_checkpoint: None,
         }
-    }
-}
-
-/// Checkpoint metrics of the process.
-#[derive(Debug, Clone, Default)]
-pub struct CheckpointMetrics {
-    pub completed: Counter,
-    pub failed: Counter,
-    pub last_duration_ms: Gauge,
-    /// State bytes the last completed checkpoint references (its full state).
-    pub last_bytes: Gauge,
-    /// State bytes the last completed checkpoint wrote itself (the rest it references from
-    /// earlier checkpoints, unchanged).
-    pub last_checkpoint_bytes_written: Gauge,
-    pub last_completed_id: Gauge,
-}
-
-impl CheckpointMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self::default();
-        registry.register("checkpoints_completed", "Checkpoints completed", metrics.completed.clone());
-        registry.register(
-            "checkpoints_failed",
-            "Checkpoints that failed or timed out",
-            metrics.failed.clone(),
-        );
-        registry.register(
-            "last_checkpoint_duration_ms",
-            "Trigger to completion of the last completed checkpoint",
-            metrics.last_duration_ms.clone(),
-        );
-        registry.register(
-            "last_checkpoint_bytes",
-            "State bytes the last completed checkpoint references (its whole state)",
-            metrics.last_bytes.clone(),
-        );
-        registry.register(
-            "last_checkpoint_bytes_written",
-            "State bytes the last completed checkpoint wrote (incremental: unchanged files are referenced, not written)",
-            metrics.last_checkpoint_bytes_written.clone(),
-        );
-        registry.register(
-            "last_checkpoint_id",
-            "Id of the last completed checkpoint",
-            metrics.last_completed_id.clone(),
-        );
-        metrics
     }
 }
 
@@ -151,10 +102,17 @@ pub struct JobShape {
 struct Pending {
     id: u64,
     started: Instant,
-    tasks: HashMap<(usize, usize), TaskAck>,
+    tasks: HashMap<(usize, usize), Acked>,
     sinks: Vec<HashMap<usize, Option<Vec<u8>>>>,
     final_checkpoint: bool,
     waiters: Vec<Waiter>,
+}
+
+/// A task's acknowledgement: its snapshot (the coordinator writes the state files), or the
+/// files its worker already wrote.
+enum Acked {
+    Snapshot(TaskAck),
+    Written(WrittenAck),
 }
 
 /// Someone waiting for the pending checkpoint.
@@ -191,6 +149,9 @@ pub struct Coordinator {
     shape: JobShape,
     barriers: BarrierTrigger,
     events: mpsc::UnboundedReceiver<TaskEvent>,
+    /// Acknowledgements of tasks that wrote their own state files (workers of a job spread
+    /// over processes).
+    written_acks: Option<mpsc::UnboundedReceiver<WrittenAck>>,
     sinks: Vec<SinkSide>,
     metrics: CheckpointMetrics,
     finished: HashSet<(usize, usize)>,
@@ -209,39 +170,6 @@ pub struct Coordinator {
     /// The files of the last completed (or the restored) checkpoint, which the next one
     /// references where its state has not changed.
     last_files: FileIndex,
-}
-
-/// What the coordinator publishes about its checkpoints, for the job's HTTP API.
-#[derive(Debug, Clone, Default)]
-pub struct JobStatusView(Arc<Mutex<CheckpointStatus>>);
-
-/// The last completed checkpoint, as the job's API shows it.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CheckpointStatus {
-    pub last_checkpoint_id: Option<u64>,
-    pub last_checkpoint_completed_at_ms: Option<i64>,
-    pub last_checkpoint_duration_ms: Option<u64>,
-    /// State bytes the last checkpoint references (its whole state).
-    pub last_checkpoint_bytes: Option<u64>,
-    /// State bytes the last checkpoint wrote itself (incremental checkpoints write only what
-    /// changed).
-    pub last_checkpoint_bytes_written: Option<u64>,
-    pub checkpoints_completed: u64,
-    pub checkpoints_failed: u64,
-    pub restored_from: Option<String>,
-}
-
-impl JobStatusView {
-    pub fn get(&self) -> CheckpointStatus {
-        self.0.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    pub fn update(&self, change: impl FnOnce(&mut CheckpointStatus)) {
-        if let Ok(mut status) = self.0.lock() {
-            change(&mut status);
-        }
-    }
 }
 
 impl Coordinator {
@@ -264,6 +192,7 @@ impl Coordinator {
             shape,
             barriers,
             events,
+            written_acks: None,
             sinks,
             metrics,
             finished: HashSet::new(),
@@ -288,6 +217,12 @@ impl Coordinator {
         self
     }
 
+    /// Takes acknowledgements whose state files their tasks wrote themselves from `acks` too.
+    pub fn with_written_acks(mut self, acks: mpsc::UnboundedReceiver<WrittenAck>) -> Self {
+        self.written_acks = Some(acks);
+        self
+    }
+
     /// Runs until `control` closes. Errors only when storage refuses a completed checkpoint's
     /// commit protocol in a way the job cannot go on from.
     pub async fn run(mut self, mut control: mpsc::Receiver<Control>) {
@@ -307,6 +242,7 @@ impl Coordinator {
                     }
                 }
                 Some(event) = self.events.recv() => self.on_task_event(event).await,
+                Some(ack) = next_written(&mut self.written_acks) => self.on_written_ack(ack),
                 Some((side, ack)) = sink_acks => self.on_sink_ack(side, ack),
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.fail_pending("timed out");
@@ -443,12 +379,24 @@ impl Coordinator {
             }
             TaskEvent::Ack(ack) => match self.pending.as_mut() {
                 Some(pending) if pending.id == ack.checkpoint.0 => {
-                    pending.tasks.insert((ack.stage, ack.subtask), ack);
+                    pending.tasks.insert((ack.stage, ack.subtask), Acked::Snapshot(ack));
                 }
                 _ => {
                     tracing::debug!(checkpoint = %ack.checkpoint, "acknowledgement of a checkpoint no longer pending")
                 }
             },
+        }
+    }
+
+    fn on_written_ack(&mut self, ack: WrittenAck) {
+        match self.pending.as_mut() {
+            Some(pending) if pending.id == ack.checkpoint => {
+                pending.tasks.insert((ack.stage, ack.subtask), Acked::Written(ack));
+            }
+            _ => tracing::debug!(
+                checkpoint = ack.checkpoint,
+                "acknowledgement of a checkpoint no longer pending"
+            ),
         }
     }
 
@@ -504,8 +452,8 @@ impl Coordinator {
         let id = pending.id;
         let outcome = self.write(&pending).await;
         match outcome {
-            Ok(Written { metadata, referenced: bytes, written, files }) => {
-                self.last_files = files;
+            Ok(Written { metadata, referenced: bytes, written }) => {
+                self.last_files = FileIndex::of_checkpoint(&metadata);
                 if self.settings.crash_after_checkpoint == Some(id) {
                     tracing::error!(
                         checkpoint = id,
@@ -520,8 +468,10 @@ impl Coordinator {
                 self.metrics.last_bytes.set(bytes as i64);
                 self.metrics.last_checkpoint_bytes_written.set(written as i64);
                 self.metrics.last_completed_id.set(id as i64);
+                let location = self.storage.location(&format!("chk-{id}"));
                 self.status.update(|s| {
                     s.last_checkpoint_id = Some(id);
+                    s.last_checkpoint_location = Some(location);
                     s.last_checkpoint_completed_at_ms = Some(metadata.completed_at_ms);
                     s.last_checkpoint_duration_ms = Some(took.as_millis() as u64);
                     s.last_checkpoint_bytes = Some(bytes);
@@ -596,58 +546,32 @@ impl Coordinator {
         let mut writer = StateWriter::new(&self.storage, pending.id, &self.last_files);
         let mut operators: BTreeMap<String, Vec<TableState>> = BTreeMap::new();
         let mut positions = BTreeMap::new();
-        let mut acks: Vec<&TaskAck> = pending.tasks.values().collect();
-        acks.sort_by_key(|a| (a.stage, a.subtask));
-        for ack in acks {
-            if let Some(p) = &ack.positions {
-                positions.extend(p.iter().map(|(partition, offset)| (partition.0, *offset)));
-            }
-            let stage_parallelism = shape.stage_parallelism.get(ack.stage).copied().unwrap_or(1);
-            let owned = KeyGroupRange::of_subtask(ack.subtask, stage_parallelism, shape.max_parallelism);
-            for operator in &ack.operators {
-                let id = operator.operator_id.as_str();
-                let tables = operators.entry(id.to_owned()).or_default();
-                for (declared, snapshot) in &operator.tables {
-                    let scope = match declared.scope {
-                        StateScope::KeyGroups => StoredScope::KeyGroups,
-                        StateScope::Instance => StoredScope::Instance,
-                    };
-                    let index = match tables.iter().position(|t| t.name == declared.name) {
-                        Some(i) => i,
-                        None => {
-                            tables.push(TableState {
-                                name: declared.name.to_owned(),
-                                scope,
-                                files: Vec::new(),
-                            });
-                            tables.len() - 1
-                        }
-                    };
-                    if snapshot.batches.iter().all(|b| b.num_rows() == 0) {
-                        continue;
+        let mut acks: Vec<(&(usize, usize), &Acked)> = pending.tasks.iter().collect();
+        acks.sort_by_key(|(at, _)| **at);
+        let (mut referenced, mut written) = (0, 0);
+        for ((stage, _), ack) in acks {
+            match ack {
+                Acked::Snapshot(ack) => {
+                    if let Some(p) = &ack.positions {
+                        positions.extend(p.iter().map(|(partition, offset)| (partition.0, *offset)));
                     }
-                    let failed = |e: String| format!("state of {id} table {}: {e}", declared.name);
-                    let pieces = match scope {
-                        StoredScope::KeyGroups => {
-                            let rows = snapshot.batches.iter().map(|b| b.num_rows()).sum();
-                            let width = incremental::chunk_width(shape.max_parallelism, rows);
-                            incremental::key_group_chunks(&snapshot.batches, owned, width)
-                                .map_err(failed)?
-                                .into_iter()
-                                .map(|(r, batch)| {
-                                    (Slot::KeyGroups { first: r.first, last: r.last }, vec![batch])
-                                })
-                                .collect()
-                        }
-                        StoredScope::Instance => {
-                            vec![(Slot::Subtask(ack.subtask as u32), snapshot.batches.clone())]
-                        }
-                    };
-                    for (slot, batches) in pieces {
-                        let bytes = state_files::encode(&batches).map_err(failed)?;
-                        let file = writer.file(id, declared.name, slot, "arrow", bytes).await?;
-                        tables[index].files.push(file);
+                    let stage_parallelism = shape.stage_parallelism.get(*stage).copied().unwrap_or(1);
+                    write_task_state(
+                        &mut writer,
+                        ack,
+                        stage_parallelism,
+                        shape.max_parallelism,
+                        &mut operators,
+                    )
+                    .await?;
+                }
+                Acked::Written(ack) => {
+                    if let Some(p) = ack.source_positions() {
+                        positions.extend(p.iter().map(|(partition, offset)| (partition.0, *offset)));
                     }
+                    merge_written(&mut operators, ack);
+                    referenced += ack.referenced;
+                    written += ack.written;
                 }
             }
         }
@@ -687,8 +611,11 @@ impl Coordinator {
         metadata.completed_at_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         self.storage.complete_checkpoint(&metadata).await.map_err(|e| e.to_string())?;
-        let (referenced, written) = (writer.referenced, writer.written);
-        Ok(Written { metadata, referenced, written, files: writer.into_index() })
+        Ok(Written {
+            metadata,
+            referenced: referenced + writer.referenced,
+            written: written + writer.written,
+        })
     }
 }
 
@@ -697,9 +624,9 @@ struct Written {
     metadata: SnapshotMetadata,
     /// Bytes of every state file it references.
     referenced: u64,
-    /// Bytes of the state files it wrote (the rest it took over from the one before).
+    /// Bytes of the state files it (and its tasks) wrote (the rest it took over from the one
+    /// before).
     written: u64,
-    files: FileIndex,
 }
 
 /// The state table a sink's pre-commit state is filed under.
@@ -724,6 +651,13 @@ async fn futures_first_ack(sinks: &mut [SinkSide]) -> Option<(usize, SinkAck)> {
         std::task::Poll::Pending
     })
     .await
+}
+
+async fn next_written(acks: &mut Option<mpsc::UnboundedReceiver<WrittenAck>>) -> Option<WrittenAck> {
+    match acks {
+        Some(acks) => acks.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -112,12 +112,12 @@ impl JobMetrics {
 #[derive(Debug)]
 pub struct Job {
     pub plan: JobPlan,
-    source_table: ConnectorTable,
-    sink_table: ConnectorTable,
-    source: SourceConnector,
-    sink: SinkConnector,
+    pub(crate) source_table: ConnectorTable,
+    pub(crate) sink_table: ConnectorTable,
+    pub(crate) source: SourceConnector,
+    pub(crate) sink: SinkConnector,
     /// The late side output, if the source table names one.
-    late: Option<(ConnectorTable, SinkConnector)>,
+    pub(crate) late: Option<(ConnectorTable, SinkConnector)>,
 }
 
 /// The late side output as a sink table: the window stage's input rows, as JSON, into the
@@ -376,16 +376,7 @@ impl Job {
                         upstream_stage: late_output.stage,
                     });
                 }
-                let shape = JobShape {
-                    job: self.plan.sink.name.clone(),
-                    parallelism: p,
-                    max_parallelism: options.max_parallelism,
-                    stage_parallelism: (0..dataflow.stages.len())
-                        .map(|k| dataflow.stage_parallelism(k, p))
-                        .collect(),
-                    source_table: self.source_table.name.clone(),
-                    source_topic: self.source_table.options.get("topic").cloned().unwrap_or_default(),
-                };
+                let shape = job_shape(&self.plan, &self.source_table, p, options.max_parallelism);
                 let (control_tx, requests) = mpsc::channel(16);
                 let storage_url = settings.storage_url.clone();
                 let newest = storage
@@ -444,7 +435,7 @@ impl Job {
         outcome.and(joined)
     }
 
-    async fn load_snapshot(
+    pub(crate) async fn load_snapshot(
         &self,
         storage: &CheckpointStorage,
         options: &JobOptions,
@@ -466,10 +457,30 @@ impl Job {
     }
 }
 
+/// The job's shape as the checkpoint coordinator counts acknowledgements.
+pub(crate) fn job_shape(
+    plan: &JobPlan,
+    source_table: &ConnectorTable,
+    parallelism: usize,
+    max_parallelism: u32,
+) -> JobShape {
+    let dataflow = &plan.dataflow;
+    JobShape {
+        job: plan.sink.name.clone(),
+        parallelism,
+        max_parallelism,
+        stage_parallelism: (0..dataflow.stages.len())
+            .map(|k| dataflow.stage_parallelism(k, parallelism))
+            .collect(),
+        source_table: source_table.name.clone(),
+        source_topic: source_table.options.get("topic").cloned().unwrap_or_default(),
+    }
+}
+
 /// Settles what a crash left of a sink's two-phase commit before it starts again: commits
 /// the transactions the restored checkpoint covers, aborts later ones (on a blocking thread:
 /// it talks to the broker). Returns the sink set to go on after the restored checkpoint.
-async fn recover_sink(
+pub(crate) async fn recover_sink(
     connector: SinkConnector,
     states: &[Vec<u8>],
     restored: CheckpointId,
@@ -488,7 +499,7 @@ async fn recover_sink(
 }
 
 /// Asks the coordinator and waits for its answer.
-async fn ask(
+pub(crate) async fn ask(
     control: &mpsc::Sender<Control>,
     request: fn(oneshot::Sender<Result<u64, String>>) -> Control,
 ) -> Result<u64, JobError> {
@@ -521,7 +532,7 @@ async fn stopped_with_checkpoint(
 }
 
 /// Resolves with the error of the first connector thread that fails while the job runs.
-async fn first_failure(threads: &mut Vec<ConnectorThread>) -> JobError {
+pub(crate) async fn first_failure(threads: &mut Vec<ConnectorThread>) -> JobError {
     loop {
         if let Some(i) = threads.iter().position(ConnectorThread::is_finished) {
             let thread = threads.swap_remove(i);
@@ -535,7 +546,7 @@ async fn first_failure(threads: &mut Vec<ConnectorThread>) -> JobError {
     }
 }
 
-async fn join_all(threads: Vec<ConnectorThread>) -> Result<(), JobError> {
+pub(crate) async fn join_all(threads: Vec<ConnectorThread>) -> Result<(), JobError> {
     let mut first = Ok(());
     for thread in threads {
         let joined = tokio::task::spawn_blocking(move || thread.join())

@@ -1,14 +1,17 @@
 //! The engine as a library: load a job (SQL file or StreamJob manifest), plan it, wire its
-//! connectors and run its dataflow in this process. The binary's `run` role and the tests
-//! use this; the coordinator and worker roles will build on it.
+//! connectors and run its dataflow in this process (`run`), or spread over a coordinator
+//! and worker processes ([`roles`]).
 
+mod checkpoint_status;
 pub mod control;
 pub mod coordinator;
 mod incremental;
 pub mod job;
 pub mod manifest;
 pub mod restore;
+pub mod roles;
 mod state_files;
+pub mod task_state;
 
 pub use control::{JobControl, JobPhase, control_router};
 pub use coordinator::{CheckpointMetrics, CheckpointSettings};

@@ -1,10 +1,13 @@
 //! `millrace-worker`: the stream engine's binary. This entry point owns argument parsing,
 //! tracing, the tokio runtime and the ops endpoints (`/healthz`, `/readyz`, `/metrics`).
 //!
-//! Roles: with no subcommand it serves the ops endpoints only (a worker waiting for work);
+//! Roles: with no subcommand it serves the ops endpoints only;
 //! `run` runs a whole job in this process — with `--checkpoint-dir`, with checkpoints,
 //! restore, restarts after failures and the job's control API (savepoints) beside
-//! `/metrics`. `coordinator` and `worker` (the job spread over processes) are not built yet.
+//! `/metrics`. `coordinator` and `worker` spread a job over processes (see
+//! `millrace_worker::roles` and docs/checkpoints.md, "A job over several processes"): the
+//! coordinator serves the control API and runs the checkpoint coordinator, the workers run
+//! the subtasks and exchange rows over the network.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +18,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use millrace_connectors::StopSignal;
 use millrace_telemetry::{OpsState, default_ops_addr, init_tracing, ops_router, serve_ops, shutdown_signal};
+use millrace_worker::roles::{
+    JobSpec, RestartPolicy as RolesRestartPolicy, WorkerSettings, default_data_addr, run_coordinator,
+    run_worker,
+};
 use millrace_worker::{
     CheckpointSettings, Job, JobControl, JobError, JobMetrics, JobOptions, JobOverrides, control_router,
     load_job_file,
@@ -36,6 +43,70 @@ struct Args {
 enum Role {
     /// Run a whole job in this process, from a SQL file or a StreamJob manifest.
     Run(RunArgs),
+    /// Coordinate a job spread over worker processes (one per job).
+    Coordinator(CoordinatorArgs),
+    /// Offer slots to a job's coordinator and run the subtasks it deploys.
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CoordinatorArgs {
+    /// The job: `*.sql`, or a StreamJob manifest (`*.yaml`).
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// Parallel instances of the operator chain [default: the manifest's, else 1].
+    #[arg(long)]
+    parallelism: Option<usize>,
+    /// Key groups [default: the manifest's, else 128].
+    #[arg(long)]
+    max_parallelism: Option<u32>,
+    /// Slots of each worker (informational: workers say how many they have) [default: the
+    /// manifest's slotsPerWorker].
+    #[arg(long)]
+    slots_per_worker: Option<usize>,
+    /// Where workers register [default: $POD_IP:6123, else 127.0.0.1:6123].
+    #[arg(long, env = "MILLRACE_COORDINATOR_LISTEN")]
+    listen: Option<String>,
+    /// Kafka bootstrap servers for tables that do not name them.
+    #[arg(long, env = "KAFKA_BOOTSTRAP")]
+    kafka_bootstrap: Option<String>,
+    /// Take checkpoints into this folder and restore from the newest one at start.
+    #[arg(long, env = "MILLRACE_CHECKPOINT_DIR")]
+    checkpoint_dir: Option<String>,
+    #[arg(long, value_parser = parse_duration)]
+    checkpoint_interval: Option<Duration>,
+    #[arg(long)]
+    checkpoints_retained: Option<usize>,
+    #[arg(long, env = "MILLRACE_SAVEPOINT_DIR")]
+    savepoint_dir: Option<String>,
+    /// Start from this savepoint folder when the checkpoint folder has no checkpoint yet.
+    #[arg(long)]
+    restore_from: Option<String>,
+    #[arg(long)]
+    allow_non_restored_state: bool,
+    /// Restarts from the newest checkpoint after a failure, at most this many times within
+    /// --restart-window before the job is FAILED.
+    #[arg(long, default_value_t = 3)]
+    restart_attempts: u32,
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    restart_window: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+struct WorkerArgs {
+    /// The coordinator's RPC address, `host:port` (the host through MILLRACE_HOSTS_FILE, then DNS).
+    #[arg(long, env = "MILLRACE_COORDINATOR")]
+    coordinator: String,
+    /// Slots of this process (slot i runs subtask i of every stage).
+    #[arg(long, env = "MILLRACE_SLOTS", default_value_t = 1)]
+    slots: usize,
+    /// The network exchange's listener, advertised to the coordinator [default: $POD_IP:0,
+    /// else 127.0.0.1:0].
+    #[arg(long)]
+    data_addr: Option<String>,
+    /// Kafka bootstrap servers for tables that do not name them [default: the coordinator's].
+    #[arg(long, env = "KAFKA_BOOTSTRAP")]
+    kafka_bootstrap: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,6 +182,8 @@ fn main() -> ExitCode {
     match args.role {
         None => block_on(None, serve_only(args.ops_addr)),
         Some(Role::Run(run)) => run_role(args.ops_addr, run),
+        Some(Role::Coordinator(coordinator)) => coordinator_role(args.ops_addr, coordinator),
+        Some(Role::Worker(worker)) => worker_role(args.ops_addr, worker),
     }
 }
 
@@ -200,6 +273,126 @@ fn run_role(ops_addr: Option<SocketAddr>, args: RunArgs) -> ExitCode {
     let run =
         JobRun { sql: source.sql, initial_savepoint: source.initial_savepoint, savepoint_dir, restarts };
     block_on(Some(options.slots), run_job(job, run, options, ops_addr))
+}
+
+/// Prints a planning error as `file:line:column: message` (exit code 2).
+fn refuse(file: &std::path::Path, err: JobError) -> ExitCode {
+    match err {
+        JobError::Sql(err) => {
+            eprintln!("error: {}:{}:{}: {}", file.display(), err.line, err.column, err.message);
+            if let Some(hint) = &err.hint {
+                eprintln!("hint: {hint}");
+            }
+        }
+        err => eprintln!("error: {err}"),
+    }
+    ExitCode::from(2)
+}
+
+fn coordinator_role(ops_addr: Option<SocketAddr>, args: CoordinatorArgs) -> ExitCode {
+    let source = match load_job_file(&args.file) {
+        Ok(source) => source,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let parallelism = args.parallelism.or(source.parallelism).unwrap_or(1);
+    let checkpoint_dir = args.checkpoint_dir.clone().or(source.checkpoint_storage.clone());
+    let checkpointing = checkpoint_dir.as_ref().map(|url| CheckpointSettings {
+        storage_url: url.clone(),
+        interval: args
+            .checkpoint_interval
+            .or(source.checkpoint_interval_ms.map(Duration::from_millis))
+            .unwrap_or(Duration::from_secs(10)),
+        retained: args.checkpoints_retained.or(source.checkpoints_retained).unwrap_or(3),
+        crash_after_checkpoint: std::env::var("MILLRACE_FAULT_CRASH_AFTER_CHECKPOINT")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+        ..CheckpointSettings::default()
+    });
+    let options = JobOptions {
+        checkpointing,
+        restore_from: args.restore_from.clone().or(source.initial_savepoint.clone()),
+        allow_non_restored_state: args.allow_non_restored_state || source.allow_non_restored_state,
+        parallelism,
+        slots: args.slots_per_worker.or(source.slots_per_worker).unwrap_or(1),
+        max_parallelism: args
+            .max_parallelism
+            .or(source.max_parallelism)
+            .unwrap_or(millrace_types::DEFAULT_MAX_PARALLELISM),
+        kafka_bootstrap: args.kafka_bootstrap.clone(),
+        ..JobOptions::default()
+    };
+    if let Err(err) = Job::prepare(&source.sql, &options, JobOverrides::default()) {
+        return refuse(&args.file, err);
+    }
+    let listen = args.listen.clone().unwrap_or_else(|| {
+        format!("{}:6123", std::env::var("POD_IP").unwrap_or_else(|_| "127.0.0.1".into()))
+    });
+    let savepoint_dir = args
+        .savepoint_dir
+        .clone()
+        .or_else(|| checkpoint_dir.as_ref().map(|dir| format!("{}-savepoints", dir.trim_end_matches('/'))));
+    let restarts = RolesRestartPolicy { attempts: args.restart_attempts, window: args.restart_window };
+    let spec = JobSpec { sql: source.sql, options };
+    let ops_addr = ops_addr.unwrap_or_else(|| default_ops_addr(9200));
+    block_on(None, async move {
+        let mut registry = Registry::with_prefix("millrace_worker");
+        let metrics = JobMetrics::register(&mut registry);
+        let ops = OpsState::new(registry);
+        let control = JobControl::new(StopSignal::default(), savepoint_dir);
+        let router = ops_router(ops.clone()).merge(control_router(control.clone()));
+        let server = tokio::spawn(serve_ops(ops_addr, router));
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("listening for workers on {listen}"))?;
+        tracing::info!(%listen, "coordinator listening for workers");
+        ops.set_ready(true);
+        let terminate = StopSignal::default();
+        let signalled = {
+            let terminate = terminate.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("coordinator stopping");
+                terminate.stop();
+                // Stopping waits for a checkpoint and the workers' confirmations, each with
+                // its own timeout; this bounds the whole.
+                tokio::time::sleep(Duration::from_secs(120)).await;
+                tracing::warn!("the coordinator did not stop in time; exiting");
+                std::process::exit(0);
+            })
+        };
+        run_coordinator(listener, spec, restarts, metrics, control, terminate).await;
+        signalled.abort();
+        server.abort();
+        Ok(())
+    })
+}
+
+fn worker_role(ops_addr: Option<SocketAddr>, args: WorkerArgs) -> ExitCode {
+    let settings = WorkerSettings {
+        coordinator: args.coordinator,
+        slots: args.slots.max(1),
+        data_addr: args.data_addr.unwrap_or_else(default_data_addr),
+        kafka_bootstrap: args.kafka_bootstrap,
+    };
+    let ops_addr = ops_addr.unwrap_or_else(|| default_ops_addr(9200));
+    block_on(Some(settings.slots + 1), async move {
+        let mut registry = Registry::with_prefix("millrace_worker");
+        let metrics = JobMetrics::register(&mut registry);
+        let ops = OpsState::new(registry);
+        let server = tokio::spawn(serve_ops(ops_addr, ops_router(ops.clone())));
+        let outcome = tokio::select! {
+            outcome = run_worker(settings, ops, metrics) => outcome,
+            _ = shutdown_signal() => {
+                tracing::info!("worker stopping");
+                Ok(())
+            }
+        };
+        server.abort();
+        outcome
+    })
 }
 
 /// How a job with checkpoints is restarted after a failure: from its latest checkpoint,

@@ -8,189 +8,16 @@
 //! run at parallelism 4 resumes from it, with the same exactly-once output. Gated by the `platform` feature; fails (never skips) without Kafka.
 #![cfg(feature = "platform")]
 
+#[path = "support/exactly_once.rs"]
+mod exactly_once;
 #[path = "support/kafka.rs"]
 mod kafka_support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kafka_support::{DEADLINE, RunningJob, bootstrap, create_topics, produce, unique};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
-
-const PARTITIONS: i32 = 4;
-const PER_PARTITION: i64 = 1500;
-const KEYS: i64 = 7;
-/// Event time of record `i` of a partition: 20 ms apart, so a 1 s window holds 50 of them.
-const STEP_MS: i64 = 20;
-/// Event time of the first record: the test's start, to the second. Record timestamps must be
-/// recent: the broker deletes segments older than its retention (7 days) at any moment,
-/// which a fixed date in the past would make this test's input.
-fn base_ms() -> i64 {
-    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    *BASE.get_or_init(|| {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-        now - now.rem_euclid(1000)
-    })
-}
-
-fn job_sql(input: &str, output: &str, prefix: &str) -> String {
-    format!(
-        "CREATE TABLE clicks (
-           k BIGINT,
-           v BIGINT,
-           ts TIMESTAMP(3) METADATA FROM 'timestamp',
-           WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
-         ) WITH (connector = 'kafka', topic = '{input}', format = 'json', group_id = '{input}-job',
-                 scan_startup_mode = 'earliest');
-         CREATE TABLE totals (k BIGINT, window_start TIMESTAMP(3), n BIGINT, total BIGINT)
-           WITH (connector = 'kafka', topic = '{output}', format = 'json',
-                 'sink.delivery-guarantee' = 'exactly-once', 'sink.transactional-id-prefix' = '{prefix}');
-         INSERT INTO totals
-         SELECT k, tumble(ts, INTERVAL '1' SECOND) AS window_start, COUNT(*) AS n, SUM(v) AS total
-         FROM clicks
-         GROUP BY k, tumble(ts, INTERVAL '1' SECOND);"
-    )
-}
-
-/// Record `i` of `partition`: (key, value, event time).
-fn record(partition: i32, i: i64) -> (i64, i64, i64) {
-    ((i * 3 + partition as i64) % KEYS, i * 10 + partition as i64, base_ms() + i * STEP_MS)
-}
-
-/// The windows the input must produce: (k, window start ms) → (count, sum).
-fn expected() -> BTreeMap<(i64, i64), (i64, i64)> {
-    let mut windows = BTreeMap::new();
-    for p in 0..PARTITIONS {
-        for i in 0..PER_PARTITION {
-            let (k, v, ts) = record(p, i);
-            let entry = windows.entry((k, ts - ts.rem_euclid(1000))).or_insert((0, 0));
-            entry.0 += 1;
-            entry.1 += v;
-        }
-    }
-    windows
-}
-
-/// Produces the input in event-time order across partitions, paced so the job is still
-/// reading while it is killed; then one record per partition far ahead (key -1), so that
-/// the watermark passes every real window.
-fn produce_input(topic: String) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let chunk = 50;
-        for start in (0..PER_PARTITION).step_by(chunk) {
-            let mut records = Vec::new();
-            for i in start..(start + chunk as i64).min(PER_PARTITION) {
-                for p in 0..PARTITIONS {
-                    let (k, v, ts) = record(p, i);
-                    records.push((p, Some(ts), format!(r#"{{"k": {k}, "v": {v}}}"#)));
-                }
-            }
-            produce(&topic, &records);
-            // Pacing of the input, not a wait for a condition: ~15 s of input in all.
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        let flush: Vec<_> = (0..PARTITIONS)
-            .map(|p| {
-                (p, Some(base_ms() + (PER_PARTITION + 500) * STEP_MS), r#"{"k": -1, "v": 0}"#.to_string())
-            })
-            .collect();
-        produce(&topic, &flush);
-    })
-}
-
-/// A `read_committed` reader of the whole output topic.
-struct CommittedReader {
-    consumer: BaseConsumer,
-    topic: String,
-    rows: Vec<serde_json::Value>,
-}
-
-impl CommittedReader {
-    fn new(topic: &str) -> Self {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
-            .set("group.id", unique("eos-reader"))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .create()
-            .expect("consumer");
-        let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(topic, 0, Offset::Beginning).expect("assignment");
-        consumer.assign(&assignment).expect("assign");
-        Self { consumer, topic: topic.to_owned(), rows: Vec::new() }
-    }
-
-    /// Reads what is committed now.
-    fn poll(&mut self) {
-        while let Some(message) = self.consumer.poll(Duration::from_millis(200)) {
-            let message = message.expect("read");
-            let value = message.payload().expect("a window row has a value");
-            self.rows.push(serde_json::from_slice(value).expect("JSON rows"));
-        }
-    }
-
-    /// Reads until the position reaches the end of the log (every transaction decided).
-    fn read_to_end(&mut self) {
-        let started = Instant::now();
-        loop {
-            self.poll();
-            let (_, high) =
-                self.consumer.fetch_watermarks(&self.topic, 0, Duration::from_secs(5)).expect("watermarks");
-            let position = self
-                .consumer
-                .position()
-                .ok()
-                .and_then(|p| p.find_partition(&self.topic, 0).map(|e| e.offset()))
-                .and_then(|o| o.to_raw())
-                .unwrap_or(0);
-            if position >= high {
-                return;
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "the output did not settle: position {position}, end {high}"
-            );
-        }
-    }
-
-    /// The real windows read so far: (k, window start ms) → every (count, sum) seen.
-    fn windows(&self) -> BTreeMap<(i64, i64), Vec<(i64, i64)>> {
-        let mut windows: BTreeMap<(i64, i64), Vec<(i64, i64)>> = BTreeMap::new();
-        for row in &self.rows {
-            let k = row["k"].as_i64().expect("k");
-            if k < 0 {
-                continue;
-            }
-            let start = row["window_start"].as_str().expect("window_start");
-            let start = chrono_ms(start);
-            windows
-                .entry((k, start))
-                .or_default()
-                .push((row["n"].as_i64().expect("n"), row["total"].as_i64().expect("total")));
-        }
-        windows
-    }
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.mmm]` (UTC) as ms since the epoch.
-fn chrono_ms(text: &str) -> i64 {
-    let (date, time) = text.split_once('T').expect("a timestamp");
-    let d: Vec<i64> = date.split('-').map(|x| x.parse().expect("date")).collect();
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let t: Vec<i64> = hms.split(':').map(|x| x.parse().expect("time")).collect();
-    let ms: i64 = format!("{frac:0<3}")[..3].parse().expect("millis");
-    // Days from civil (Howard Hinnant's algorithm).
-    let (y, m) = if d[1] <= 2 { (d[0] - 1, d[1] + 9) } else { (d[0], d[1] - 3) };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + d[2] - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    ((days * 24 + t[0]) * 60 + t[1]) * 60_000 + t[2] * 1000 + ms
-}
+use exactly_once::{CommittedReader, Lcg, PARTITIONS, expected, job_sql, produce_input};
+use kafka_support::{DEADLINE, RunningJob, create_topics, unique};
 
 fn last_checkpoint(job: &RunningJob) -> i64 {
     job.metrics()
@@ -198,16 +25,6 @@ fn last_checkpoint(job: &RunningJob) -> i64 {
         .find_map(|l| l.strip_prefix("millrace_worker_last_checkpoint_id "))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map_or(0, |v| v as i64)
-}
-
-/// A small deterministic generator for kill moments (the seed is printed).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % below
-    }
 }
 
 #[test]

@@ -145,9 +145,37 @@ pub fn start_source(
     barriers: &BarrierTrigger,
     restore: Option<&SourceRestore>,
 ) -> Result<(Vec<mpsc::Receiver<SourceEvent>>, Vec<ConnectorThread>), ConnectorError> {
-    let mut receivers = Vec::with_capacity(parallelism);
-    let mut threads = Vec::with_capacity(parallelism);
-    for subtask in 0..parallelism {
+    let all: Vec<usize> = (0..parallelism).collect();
+    start_source_instances(
+        table,
+        connector,
+        &all,
+        parallelism,
+        channel_capacity,
+        metrics,
+        stop,
+        barriers,
+        restore,
+    )
+}
+
+/// [`start_source`] for some of the instances only (those of one worker process of a job
+/// spread over several): receiver `k` is fed by instance `instances[k]` of `parallelism`.
+#[allow(clippy::too_many_arguments)]
+pub fn start_source_instances(
+    table: &ConnectorTable,
+    connector: SourceConnector,
+    instances: &[usize],
+    parallelism: usize,
+    channel_capacity: usize,
+    metrics: &ConnectorMetrics,
+    stop: &StopSignal,
+    barriers: &BarrierTrigger,
+    restore: Option<&SourceRestore>,
+) -> Result<(Vec<mpsc::Receiver<SourceEvent>>, Vec<ConnectorThread>), ConnectorError> {
+    let mut receivers = Vec::with_capacity(instances.len());
+    let mut threads = Vec::with_capacity(instances.len());
+    for &subtask in instances {
         let (tx, rx) = mpsc::channel(channel_capacity);
         receivers.push(rx);
         let name = format!("src-{}-{subtask}", table.name);
@@ -194,9 +222,22 @@ pub fn start_sink(
     metrics: &ConnectorMetrics,
     acks: &mpsc::UnboundedSender<SinkAck>,
 ) -> Result<(Vec<mpsc::Sender<SinkMessage>>, Vec<ConnectorThread>), ConnectorError> {
-    let mut senders = Vec::with_capacity(instances);
-    let mut threads = Vec::with_capacity(instances);
-    for subtask in 0..instances {
+    let all: Vec<usize> = (0..instances).collect();
+    start_sink_instances(table, connector, &all, channel_capacity, metrics, acks)
+}
+
+/// [`start_sink`] for some of the instances only: sender `k` feeds instance `instances[k]`.
+pub fn start_sink_instances(
+    table: &ConnectorTable,
+    connector: SinkConnector,
+    instances: &[usize],
+    channel_capacity: usize,
+    metrics: &ConnectorMetrics,
+    acks: &mpsc::UnboundedSender<SinkAck>,
+) -> Result<(Vec<mpsc::Sender<SinkMessage>>, Vec<ConnectorThread>), ConnectorError> {
+    let mut senders = Vec::with_capacity(instances.len());
+    let mut threads = Vec::with_capacity(instances.len());
+    for &subtask in instances {
         let (tx, rx) = mpsc::channel(channel_capacity);
         senders.push(tx);
         let name = format!("sink-{}-{subtask}", table.name);

@@ -29,4 +29,8 @@ pub enum RuntimeError {
     InvalidDataflow(String),
     #[error("a task of the dataflow panicked or was cancelled: {0}")]
     Task(String),
+    /// The network exchange to or from another worker process failed (it died, or the
+    /// connection was lost).
+    #[error("network exchange: {0}")]
+    Exchange(String),
 }

@@ -1,6 +1,9 @@
-//! Runs a [`Dataflow`] in one process: one tokio task per stage subtask, operators chained
-//! inside it, bounded channels between stages (a full channel makes the sender wait, so a
-//! slow sink backpressures the sources), watermarks merged as the minimum over inputs.
+//! Runs a [`Dataflow`]: one tokio task per stage subtask, operators chained inside it,
+//! bounded channels between stages (a full channel makes the sender wait, so a slow sink
+//! backpressures the sources), watermarks merged as the minimum over inputs. With an
+//! [`ExchangePlacement`] it runs only this process's subtasks, and edges to subtasks in other
+//! processes go over the network exchange (see [`crate::exchange`]), whose credits carry the
+//! backpressure across.
 //!
 //! The executor owns tasks and channels only; connectors feed it [`SourceEvent`]s and drain
 //! record batches, so it knows nothing about Kafka or files.
@@ -25,6 +28,7 @@ use crate::chain::{Chain, Placement};
 use crate::checkpointing::{CheckpointIo, TaskAck, TaskEvent, operator_ids};
 use crate::dataflow::{Dataflow, Exchange, SourceSpec, TimeAttribute};
 use crate::error::{OperatorError, RuntimeError};
+use crate::exchange::{self, ExchangePlacement, SendError, Target};
 use crate::metrics::{OperatorLabels, RuntimeMetrics, StageLabels};
 use crate::state::key_groups_of;
 use crate::watermarks::{InputWatermarks, PartitionWatermarks};
@@ -39,6 +43,9 @@ pub struct RunOptions {
     pub channel_capacity: usize,
     /// How often processing-time watermarks advance while no rows arrive.
     pub processing_time_tick: Duration,
+    /// The job spread over processes: which subtasks run here, where the others do. `None`
+    /// runs every subtask in this process.
+    pub placement: Option<Arc<ExchangePlacement>>,
 }
 
 impl Default for RunOptions {
@@ -48,6 +55,7 @@ impl Default for RunOptions {
             max_parallelism: millrace_types::DEFAULT_MAX_PARALLELISM,
             channel_capacity: 16,
             processing_time_tick: Duration::from_millis(100),
+            placement: None,
         }
     }
 }
@@ -55,7 +63,8 @@ impl Default for RunOptions {
 /// The connectors' ends: one source receiver per first-stage subtask, one sink sender per
 /// last-stage subtask (see [`Dataflow::sink_parallelism`]), and one late-output sender per
 /// instance of the window stage that has a late side output (see
-/// [`Dataflow::late_output_parallelism`]; empty without one).
+/// [`Dataflow::late_output_parallelism`]; empty without one). With a placement, only the
+/// subtasks of this process, in subtask order (see [`exchange::local_subtasks`]).
 pub struct DataflowIo {
     pub sources: Vec<mpsc::Receiver<SourceEvent>>,
     pub sinks: Vec<mpsc::Sender<SinkMessage>>,
@@ -74,6 +83,8 @@ pub async fn run_dataflow(
     metrics: &RuntimeMetrics,
 ) -> Result<(), RuntimeError> {
     let p = options.parallelism;
+    let placement = options.placement.as_deref();
+    let local = |parallelism: usize| exchange::local_subtasks(placement, parallelism).len();
     if p == 0 || p > options.max_parallelism as usize {
         return Err(RuntimeError::InvalidDataflow(format!(
             "parallelism {p} must be between 1 and maxParallelism {}",
@@ -83,35 +94,58 @@ pub async fn run_dataflow(
     if dataflow.stages.is_empty() {
         return Err(RuntimeError::InvalidDataflow("a dataflow needs at least one stage".into()));
     }
-    if io.sources.len() != p || io.sinks.len() != dataflow.sink_parallelism(p) {
+    if io.sources.len() != local(p) || io.sinks.len() != local(dataflow.sink_parallelism(p)) {
         return Err(RuntimeError::InvalidDataflow(format!(
-            "expected {p} sources and {} sinks, got {} and {}",
-            dataflow.sink_parallelism(p),
+            "expected {} sources and {} sinks, got {} and {}",
+            local(p),
+            local(dataflow.sink_parallelism(p)),
             io.sources.len(),
             io.sinks.len()
         )));
     }
 
-    if io.late.len() != dataflow.late_output_parallelism(p) {
+    if io.late.len() != local(dataflow.late_output_parallelism(p)) {
         return Err(RuntimeError::InvalidDataflow(format!(
             "expected {} late-output senders, got {}",
-            dataflow.late_output_parallelism(p),
+            local(dataflow.late_output_parallelism(p)),
             io.late.len()
         )));
     }
 
-    // Channels into every stage after the first: one receiver per subtask.
+    // Channels into every stage after the first: one receiver per subtask of this process.
     let mut inputs: Vec<Vec<Option<mpsc::Receiver<Envelope>>>> = vec![Vec::new()];
-    let mut input_senders: Vec<Vec<mpsc::Sender<Envelope>>> = vec![Vec::new()];
+    let mut input_senders: Vec<Vec<Option<mpsc::Sender<Envelope>>>> = vec![Vec::new()];
     for k in 1..dataflow.stages.len() {
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..dataflow.stage_parallelism(k, p))
-            .map(|_| {
+            .map(|j| {
+                if !exchange::is_local(placement, j) {
+                    return (None, None);
+                }
                 let (tx, rx) = mpsc::channel(options.channel_capacity);
-                (tx, Some(rx))
+                (Some(tx), Some(rx))
             })
             .unzip();
         inputs.push(rxs);
         input_senders.push(txs);
+    }
+    let mut tasks = JoinSet::new();
+    // Remote senders into this process's subtasks (forward edges never leave a slot).
+    if let Some(placement) = placement {
+        for (k, stage_inputs) in input_senders.iter().enumerate().skip(1) {
+            if matches!(dataflow.stages[k].input, Exchange::Forward) {
+                continue;
+            }
+            for (t, into) in stage_inputs.iter().enumerate() {
+                let Some(into) = into else { continue };
+                for j in 0..dataflow.stage_parallelism(k - 1, p) {
+                    if exchange::is_local(Some(placement), j) {
+                        continue;
+                    }
+                    let inbound = exchange::expect_remote(placement, k - 1, j, t, into.clone())?;
+                    tasks.spawn(exchange::watch_inbound(inbound));
+                }
+            }
+        }
     }
 
     let ids = operator_ids(dataflow).map_err(|source| RuntimeError::Operator {
@@ -121,16 +155,15 @@ pub async fn run_dataflow(
     })?;
     let restore = io.checkpoints.as_ref().and_then(|c| c.restore.clone());
     let events = io.checkpoints.as_ref().map(|c| c.events.clone());
-    let mut tasks = JoinSet::new();
     let mut sinks = io.sinks.into_iter();
     let mut sources = io.sources.into_iter();
     let mut late_senders = io.late.into_iter();
     for (k, stage) in dataflow.stages.iter().enumerate() {
         let parallelism = dataflow.stage_parallelism(k, p);
-        for j in 0..parallelism {
-            let placement =
+        for j in exchange::local_subtasks(placement, parallelism) {
+            let at =
                 Placement { stage: k, subtask: j, parallelism, max_parallelism: options.max_parallelism };
-            let chain = Chain::new(dataflow, placement, &ids[k], restore.as_deref(), metrics)?;
+            let chain = Chain::new(dataflow, at, &ids[k], restore.as_deref(), metrics)?;
             let output = if k + 1 == dataflow.stages.len() {
                 let sink =
                     sinks.next().ok_or_else(|| RuntimeError::InvalidDataflow("missing sink".into()))?;
@@ -138,8 +171,10 @@ pub async fn run_dataflow(
             } else {
                 let next = &dataflow.stages[k + 1].input;
                 let targets = match next {
-                    Exchange::Forward => vec![input_senders[k + 1][j].clone()],
-                    Exchange::Hash(_) | Exchange::Single => input_senders[k + 1].clone(),
+                    Exchange::Forward => vec![Target::new(placement, &input_senders[k + 1], k, j, j)?],
+                    Exchange::Hash(_) | Exchange::Single => (0..input_senders[k + 1].len())
+                        .map(|t| Target::new(placement, &input_senders[k + 1], k, j, t))
+                        .collect::<Result<_, _>>()?,
                 };
                 let me = if matches!(next, Exchange::Forward) { 0 } else { j };
                 Output::Exchange {
@@ -215,7 +250,7 @@ fn now_ms() -> i64 {
 /// Where a stage subtask's output goes.
 enum Output {
     Sink(mpsc::Sender<SinkMessage>),
-    Exchange { exchange: Exchange, me: usize, targets: Vec<mpsc::Sender<Envelope>>, max_parallelism: u32 },
+    Exchange { exchange: Exchange, me: usize, targets: Vec<Target>, max_parallelism: u32 },
 }
 
 /// One running stage subtask.
@@ -315,7 +350,7 @@ impl StageTask {
                         self.final_positions = Some(positions);
                     }
                     if self.step(Vec::new(), Some(Watermark::MAX), true).await.is_ok() {
-                        self.end().await;
+                        return self.end().await;
                     }
                     return Ok(());
                 }
@@ -376,7 +411,7 @@ impl StageTask {
                     StreamMessage::EndOfStream => {
                         if watermarks.end(sender) {
                             if self.step(Vec::new(), None, true).await.is_ok() {
-                                self.end().await;
+                                return self.end().await;
                             }
                             return Ok(());
                         }
@@ -413,16 +448,13 @@ impl StageTask {
         if let Some(late) = &self.late {
             late.send(SinkMessage::Barrier(checkpoint)).await.map_err(|_| StepError::Disconnected)?;
         }
-        match &self.output {
+        match &mut self.output {
             Output::Sink(sink) => {
                 sink.send(SinkMessage::Barrier(checkpoint)).await.map_err(|_| StepError::Disconnected)?;
             }
             Output::Exchange { me, targets, .. } => {
                 for target in targets {
-                    target
-                        .send((*me, StreamMessage::Barrier(checkpoint)))
-                        .await
-                        .map_err(|_| StepError::Disconnected)?;
+                    target.send((*me, StreamMessage::Barrier(checkpoint))).await?;
                 }
             }
         }
@@ -464,7 +496,7 @@ impl StageTask {
         batches: Vec<RecordBatch>,
         watermark: Option<Watermark>,
     ) -> Result<(), StepError> {
-        match &self.output {
+        match &mut self.output {
             Output::Sink(sink) => {
                 for batch in batches {
                     sink.send(SinkMessage::Batch(batch)).await.map_err(|_| StepError::Disconnected)?;
@@ -476,10 +508,7 @@ impl StageTask {
                 }
                 if let Some(w) = watermark {
                     for target in targets {
-                        target
-                            .send((*me, StreamMessage::Watermark(w)))
-                            .await
-                            .map_err(|_| StepError::Disconnected)?;
+                        target.send((*me, StreamMessage::Watermark(w))).await?;
                     }
                 }
             }
@@ -487,7 +516,9 @@ impl StageTask {
         Ok(())
     }
 
-    async fn end(&mut self) {
+    /// The input ended: tell the coordinator, send EndOfStream downstream (a remote channel
+    /// waits until its receiver has everything) and let the sinks finish.
+    async fn end(&mut self) -> Result<(), RuntimeError> {
         if let Some(events) = &self.events {
             // A coordinator gone away has nothing left to count.
             let _ = events.send(TaskEvent::Finished {
@@ -496,16 +527,25 @@ impl StageTask {
                 positions: self.final_positions.take(),
             });
         }
-        if let Output::Exchange { me, targets, .. } = &self.output {
-            for target in targets {
-                // A closed target has already stopped; nothing to tell it.
-                let _ = target.send((*me, StreamMessage::EndOfStream)).await;
-            }
-        }
         // Dropping the sink senders tells the sinks to flush and finish.
         self.late = None;
-        self.output =
-            Output::Exchange { exchange: Exchange::Forward, me: 0, targets: Vec::new(), max_parallelism: 1 };
+        let output = std::mem::replace(
+            &mut self.output,
+            Output::Exchange { exchange: Exchange::Forward, me: 0, targets: Vec::new(), max_parallelism: 1 },
+        );
+        if let Output::Exchange { me, targets, .. } = output {
+            for mut target in targets {
+                // A closed local target has already stopped; nothing to tell it.
+                let sent = match target.send((me, StreamMessage::EndOfStream)).await {
+                    Ok(()) => target.close().await,
+                    Err(err) => Err(err),
+                };
+                if let Err(SendError::Failed(err)) = sent {
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -517,6 +557,15 @@ enum StepError {
 impl From<Disconnected> for StepError {
     fn from(_: Disconnected) -> Self {
         StepError::Disconnected
+    }
+}
+
+impl From<SendError> for StepError {
+    fn from(err: SendError) -> Self {
+        match err {
+            SendError::Disconnected => StepError::Disconnected,
+            SendError::Failed(err) => StepError::Failed(err),
+        }
     }
 }
 
@@ -533,15 +582,15 @@ fn exchange_error(source: OperatorError) -> StepError {
 async fn route(
     exchange: &Exchange,
     me: usize,
-    targets: &[mpsc::Sender<Envelope>],
+    targets: &mut [Target],
     max_parallelism: u32,
     batch: RecordBatch,
 ) -> Result<(), StepError> {
     let keys = match exchange {
         Exchange::Hash(keys) if targets.len() > 1 => keys,
         _ => {
-            let target = targets.first().ok_or(Disconnected)?;
-            return target.send((me, StreamMessage::Batch(batch))).await.map_err(|_| StepError::Disconnected);
+            let target = targets.first_mut().ok_or(Disconnected)?;
+            return Ok(target.send((me, StreamMessage::Batch(batch))).await?);
         }
     };
     let rows = batch.num_rows();
@@ -557,13 +606,13 @@ async fn route(
             .map_err(|e| exchange_error(OperatorError::Invalid(e.to_string())))?;
         per_target[subtask.0].push(row as u32);
     }
-    for (target, indices) in targets.iter().zip(per_target) {
+    for (target, indices) in targets.iter_mut().zip(per_target) {
         if indices.is_empty() {
             continue;
         }
         let part =
             take_record_batch(&batch, &UInt32Array::from(indices)).map_err(|e| exchange_error(e.into()))?;
-        target.send((me, StreamMessage::Batch(part))).await.map_err(|_| StepError::Disconnected)?;
+        target.send((me, StreamMessage::Batch(part))).await?;
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ mod chain;
 pub mod checkpointing;
 pub mod dataflow;
 mod error;
+pub mod exchange;
 pub mod executor;
 pub mod metrics;
 pub mod network;
@@ -24,6 +25,7 @@ pub use dataflow::{
     Changelog, Dataflow, Exchange, LateOutput, OperatorSpec, SourceSpec, Stage, TimeAttribute,
 };
 pub use error::{OperatorError, RuntimeError};
+pub use exchange::{ExchangePlacement, local_subtasks};
 pub use executor::{DataflowIo, RunOptions, run_dataflow};
 pub use metrics::RuntimeMetrics;
 pub use operator::{Operator, OperatorContext, StateScope, StateTable};

@@ -33,7 +33,9 @@ const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 pub struct RemoteSender {
     channel: ChannelId,
     writer: BufWriter<OwnedWriteHalf>,
-    encoder: BatchEncoder,
+    /// Set by the schema frame: at connect, or with the first batch (see
+    /// [`RemoteSender::connect_deferred`]).
+    encoder: Option<BatchEncoder>,
     shared: Arc<SenderShared>,
     credit_reader: Option<JoinHandle<Result<(), NetworkError>>>,
     max_frame_bytes: usize,
@@ -85,13 +87,27 @@ impl RemoteSender {
         schema: SchemaRef,
         options: &SenderOptions,
     ) -> Result<RemoteSender, NetworkError> {
+        let mut sender = Self::connect_deferred(addr, job_id, channel, options).await?;
+        sender.start_stream(schema).await?;
+        Ok(sender)
+    }
+
+    /// [`RemoteSender::connect`] for a sender that does not know its schema before its first
+    /// batch (the executor's stages do not carry their output schema): the schema frame goes
+    /// out right before the first batch, taken from that batch. Watermarks, barriers and
+    /// EndOfStream before it need no schema.
+    pub async fn connect_deferred(
+        addr: &str,
+        job_id: &str,
+        channel: ChannelId,
+        options: &SenderOptions,
+    ) -> Result<RemoteSender, NetworkError> {
         let mut stream = connect_with_retry(addr, channel, options).await?;
         stream.set_nodelay(true).map_err(|source| NetworkError::Io { channel, source })?;
         options.liveness.apply(&stream).map_err(|source| NetworkError::Io { channel, source })?;
         let hello = Hello { job_id: job_id.to_owned(), channel };
         handshake::offer(&mut stream, &hello, options.handshake_timeout, options.max_frame_bytes).await?;
 
-        let (encoder, schema_message) = BatchEncoder::new(channel, schema)?;
         let (read, write) = stream.into_split();
         let shared = Arc::new(SenderShared {
             credits: Semaphore::new(0),
@@ -100,18 +116,23 @@ impl RemoteSender {
         });
         let credit_reader =
             tokio::spawn(read_credits(read, channel, shared.clone(), options.max_frame_bytes));
-        let mut sender = RemoteSender {
+        tracing::debug!(%channel, addr, "remote channel connected");
+        Ok(RemoteSender {
             channel,
             writer: BufWriter::with_capacity(WRITE_BUFFER_BYTES, write),
-            encoder,
+            encoder: None,
             shared,
             credit_reader: Some(credit_reader),
             max_frame_bytes: options.max_frame_bytes,
             broken: None,
-        };
-        sender.write(&Frame::Schema(schema_message)).await?;
-        tracing::debug!(%channel, addr, "remote channel connected");
-        Ok(sender)
+        })
+    }
+
+    /// Writes the schema frame that starts the channel's IPC stream.
+    async fn start_stream(&mut self, schema: SchemaRef) -> Result<(), NetworkError> {
+        let (encoder, schema_message) = BatchEncoder::new(self.channel, schema)?;
+        self.encoder = Some(encoder);
+        self.write(&Frame::Schema(schema_message)).await
     }
 
     pub fn channel(&self) -> ChannelId {
@@ -168,7 +189,17 @@ impl RemoteSender {
 
     async fn encode_and_write(&mut self, message: StreamMessage) -> Result<(), NetworkError> {
         let frame = match message {
-            StreamMessage::Batch(batch) => Frame::Batch(self.encoder.encode(&batch)?),
+            StreamMessage::Batch(batch) => {
+                if self.encoder.is_none() {
+                    self.start_stream(batch.schema()).await?;
+                }
+                let channel = self.channel;
+                let encoder = self.encoder.as_mut().ok_or_else(|| NetworkError::Protocol {
+                    channel,
+                    detail: "the schema frame was not sent".into(),
+                })?;
+                Frame::Batch(encoder.encode(&batch)?)
+            }
             StreamMessage::Watermark(w) => Frame::Watermark(w.0),
             StreamMessage::Barrier(id) => Frame::Barrier(id.0),
             StreamMessage::EndOfStream => Frame::EndOfStream,

@@ -6,8 +6,10 @@
 //! connection was lost or broke the protocol.
 //!
 //! A connection may arrive before its channel is expected (the server listens as soon as it
-//! is bound): it waits up to [`ReceiverOptions::pending_channel_wait`] for the `expect`, and
-//! is refused as an unknown channel after that. Refusals are final.
+//! is bound), or before its job has begun on this server (a restarted job's next attempt,
+//! see [`ExchangeServer::begin_job`]): it waits up to [`ReceiverOptions::pending_channel_wait`]
+//! for the `expect`, and is refused as an unknown channel (or a job mismatch) after that.
+//! Refusals are final.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,7 +40,8 @@ pub struct ExchangeServer {
 type Outcome = Result<InboundSummary, NetworkError>;
 
 struct Registry {
-    job_id: String,
+    /// The job (attempt) whose channels are accepted; see [`ExchangeServer::begin_job`].
+    job_id: Mutex<String>,
     options: ReceiverOptions,
     channels: Mutex<HashMap<ChannelId, Slot>>,
     /// Woken by every `expect`, for connections waiting for their channel.
@@ -104,7 +107,7 @@ impl ExchangeServer {
         let local_addr =
             listener.local_addr().map_err(|source| NetworkError::Bind { addr: addr.to_owned(), source })?;
         let registry = Arc::new(Registry {
-            job_id: job_id.to_owned(),
+            job_id: Mutex::new(job_id.to_owned()),
             options,
             channels: Mutex::new(HashMap::new()),
             expected: Notify::new(),
@@ -116,6 +119,18 @@ impl ExchangeServer {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Serves another job (a new attempt of a restarted job) from now on: forgets every
+    /// channel of the previous one (their handles report [`NetworkError::ServerStopped`] if
+    /// still waiting), and refuses connections that name the old job. A worker process keeps
+    /// one listening port for all the attempts it runs.
+    pub fn begin_job(&self, job_id: &str) {
+        let mut channels = self.registry.lock();
+        channels.clear();
+        *self.registry.job_id.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = job_id.to_owned();
+        drop(channels);
+        self.registry.expected.notify_waiters();
     }
 
     /// Accepts `channel` from now on and routes it into `into`, as envelopes whose sender
@@ -165,13 +180,11 @@ impl Registry {
             ));
         }
         let hello = Hello::parse(body).map_err(|err| Refusal::malformed(err.to_string()))?;
-        if hello.job_id != self.job_id {
+        let job_id = self.job_id.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        if hello.job_id != job_id {
             return Err(Refusal::new(
                 RefusalReason::JobMismatch,
-                format!(
-                    "the receiver runs job {:?}, the sender belongs to job {:?}",
-                    self.job_id, hello.job_id
-                ),
+                format!("the receiver runs job {:?}, the sender belongs to job {:?}", job_id, hello.job_id),
             ));
         }
         let mut channels = self.lock();
@@ -185,7 +198,7 @@ impl Registry {
                 channels.remove(&hello.channel);
                 Err(Refusal::new(
                     RefusalReason::UnknownChannel,
-                    format!("the receiver expects no channel {} of job {:?}", hello.channel, self.job_id),
+                    format!("the receiver expects no channel {} of job {:?}", hello.channel, job_id),
                 ))
             }
         }
@@ -298,7 +311,13 @@ async fn admit_waiting(registry: &Registry, version: u16, body: &[u8]) -> Result
         tokio::pin!(expected);
         expected.as_mut().enable();
         match registry.admit(version, body) {
-            Err(refusal) if refusal.reason == Some(RefusalReason::UnknownChannel) => {
+            // A job not begun yet may be the next attempt, which this worker begins shortly.
+            Err(refusal)
+                if matches!(
+                    refusal.reason,
+                    Some(RefusalReason::UnknownChannel | RefusalReason::JobMismatch)
+                ) =>
+            {
                 if tokio::time::timeout_at(deadline, expected).await.is_err() {
                     return Err(refusal);
                 }
