@@ -12,10 +12,11 @@
 //! results) are refused here with a message and the statement's position, before anything
 //! runs.
 //!
-//! OVER windows ([`over`]), count windows ([`count_window`]), UNNEST ([`unnest`]) and
-//! updating aggregates ([`updating`]) are translated in their own modules.
+//! OVER windows ([`over`]), count windows ([`count_window`]), UNNEST ([`unnest`]),
+//! updating aggregates ([`updating`]) and joins ([`join`]) are translated in their own modules.
 
 mod count_window;
+mod join;
 mod over;
 mod unnest;
 mod updating;
@@ -37,7 +38,7 @@ use millrace_runtime::operators::{
     SessionWindowSpec, WindowAggregateSpec, WindowAssigner, WindowOutputColumn,
 };
 use millrace_runtime::{
-    Changelog, Dataflow, Exchange, LateOutput, OperatorSpec, SourceSpec, Stage, TimeAttribute,
+    Branch, Changelog, Dataflow, Exchange, LateOutput, OperatorSpec, SourceSpec, Stage, TimeAttribute,
 };
 use millrace_types::changelog::{ROW_KIND_COLUMN, with_row_kind};
 
@@ -66,6 +67,8 @@ struct Partial {
     /// For an upsert stream, the type the hash exchange in front of the updating aggregate
     /// hashed each key column as (in key order; projections may cast the key columns).
     changelog_exchange_types: Vec<DataType>,
+    /// The further inputs of the joins in the subtree (see [`join`]).
+    branches: Vec<Branch>,
 }
 
 impl Partial {
@@ -83,16 +86,30 @@ pub struct Translator<'a> {
     planning: PhysicalPlanningContext,
     /// The statement's position, for errors the plan cannot place more precisely.
     at: Location,
+    /// `SET 'table.exec.state.ttl'`: how long a regular join keeps a row (None: forever).
+    state_ttl_ms: Option<i64>,
 }
 
 impl<'a> Translator<'a> {
     pub fn new(tables: &'a HashMap<String, TableDef>, at: Location) -> Self {
-        Self { tables, props: ExecutionProps::new(), planning: PhysicalPlanningContext::default(), at }
+        Self {
+            tables,
+            props: ExecutionProps::new(),
+            planning: PhysicalPlanningContext::default(),
+            at,
+            state_ttl_ms: None,
+        }
     }
 
-    pub fn translate(&self, plan: &LogicalPlan) -> Result<Dataflow, SqlError> {
-        let partial = self.node(plan)?;
-        let table = &self.tables[&partial.source];
+    /// Sets the state TTL of regular joins.
+    pub fn with_state_ttl(mut self, ttl_ms: Option<i64>) -> Self {
+        self.state_ttl_ms = ttl_ms;
+        self
+    }
+
+    /// The runtime's view of source table `name`.
+    fn source_spec(&self, name: &str) -> Result<SourceSpec, SqlError> {
+        let table = self.tables.get(name).ok_or_else(|| self.error(format!("unknown table '{name}'")))?;
         let time = match (table.watermark, table.proctime) {
             (Some(w), _) => TimeAttribute::EventTime {
                 column: w.column,
@@ -102,6 +119,20 @@ impl<'a> Translator<'a> {
             (None, Some(column)) => TimeAttribute::ProcessingTime { column },
             (None, None) => TimeAttribute::None,
         };
+        Ok(SourceSpec { table: table.name.clone(), schema: Arc::clone(&table.schema), time })
+    }
+
+    pub fn translate(&self, plan: &LogicalPlan) -> Result<Dataflow, SqlError> {
+        let partial = self.node(plan)?;
+        let table = &self.tables[&partial.source];
+        for branch in &partial.branches {
+            if let Some(def) = self.tables.get(&branch.source.table).filter(|t| t.late_output.is_some()) {
+                return Err(SqlError::at(
+                    def.location,
+                    "a late side output is not supported in a job with joins yet",
+                ));
+            }
+        }
         if table.late_output.is_some() && partial.late.is_none() {
             return Err(SqlError::at(
                 table.location,
@@ -112,11 +143,12 @@ impl<'a> Translator<'a> {
             ));
         }
         Ok(Dataflow {
-            source: SourceSpec { table: table.name.clone(), schema: Arc::clone(&table.schema), time },
+            source: self.source_spec(&partial.source)?,
             stages: partial.stages,
             output_schema: Arc::new(plan.schema().as_arrow().clone()),
             late_output: partial.late,
             changelog: partial.changelog.map(|key| Changelog { key }),
+            branches: partial.branches,
         })
     }
 
@@ -156,6 +188,7 @@ impl<'a> Translator<'a> {
                     late: None,
                     changelog: None,
                     changelog_exchange_types: Vec::new(),
+                    branches: Vec::new(),
                 };
                 if let Some(projection) = &scan.projection {
                     let exprs: Vec<Arc<dyn PhysicalExpr>> = projection
@@ -221,9 +254,10 @@ impl<'a> Translator<'a> {
             LogicalPlan::Join(join) if unnest::is_lateral_unnest(join) => Err(self
                 .error("CROSS JOIN UNNEST(…) is planned as a join, which streaming jobs do not run yet")
                 .with_hint("write the UNNEST in the SELECT list: SELECT id, UNNEST(tags) AS tag FROM t")),
+            LogicalPlan::Join(join) => self.join(join),
             other => Err(self
                 .error(format!("{} is not supported in a streaming job yet", other.display()))
-                .with_hint("supported: projections, filters, DISTINCT, UNNEST, OVER windows, GROUP BY (with or without tumble()/hop()/session()/cumulate()/count_window())")),
+                .with_hint("supported: projections, filters, DISTINCT, UNNEST, OVER windows, GROUP BY (with or without tumble()/hop()/session()/cumulate()/count_window()), JOIN … ON equalities")),
         }
     }
 

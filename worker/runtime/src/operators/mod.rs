@@ -4,6 +4,8 @@ mod accumulator_state;
 mod count_window;
 mod filter;
 mod group_keys;
+mod join;
+mod join_side;
 mod over_frame;
 mod over_window;
 mod projection;
@@ -17,6 +19,7 @@ mod window_output;
 
 pub use count_window::{CountWindowOperator, CountWindowSpec};
 pub use filter::FilterOperator;
+pub use join::{JoinKind, JoinOperator, JoinSpec, JoinType};
 pub use over_frame::{OverFrame, OverFunction};
 pub use over_window::{OverTime, OverWindowOperator, OverWindowSpec};
 pub use projection::ProjectionOperator;
