@@ -146,6 +146,8 @@ pub struct JobShape {
     /// The source table and its topic (empty when the source is not Kafka).
     pub source_table: String,
     pub source_topic: String,
+    /// The further sources of a job with joins: the stage reading each, its table and topic.
+    pub join_sources: Vec<(usize, String, String)>,
 }
 
 struct Pending {
@@ -203,9 +205,9 @@ pub struct Coordinator {
     status: JobStatusView,
     /// Waiters for the checkpoint after the pending one.
     queued: Vec<Waiter>,
-    /// Where the sources of finished first-stage tasks ended, by subtask: every checkpoint
-    /// that subtask did not acknowledge (it had finished) records them.
-    finished_positions: BTreeMap<usize, BTreeMap<i32, i64>>,
+    /// Where the sources of finished source tasks ended, by (stage, subtask): every
+    /// checkpoint that task did not acknowledge (it had finished) records them.
+    finished_positions: BTreeMap<(usize, usize), BTreeMap<i32, i64>>,
     /// The files of the last completed (or the restored) checkpoint, which the next one
     /// references where its state has not changed.
     last_files: FileIndex,
@@ -424,7 +426,7 @@ impl Coordinator {
                 self.finished.insert((stage, subtask));
                 if let Some(positions) = positions {
                     self.finished_positions
-                        .insert(subtask, positions.into_iter().map(|(p, o)| (p.0, o)).collect());
+                        .insert((stage, subtask), positions.into_iter().map(|(p, o)| (p.0, o)).collect());
                 }
                 // Its sink may still wait for the pending checkpoint's barrier.
                 let Some((id, acked)) =
@@ -595,12 +597,16 @@ impl Coordinator {
         metadata.finished = pending.final_checkpoint;
         let mut writer = StateWriter::new(&self.storage, pending.id, &self.last_files);
         let mut operators: BTreeMap<String, Vec<TableState>> = BTreeMap::new();
-        let mut positions = BTreeMap::new();
+        // Positions per source stage (stage 0 reads the main source).
+        let mut positions: BTreeMap<usize, BTreeMap<i32, i64>> = BTreeMap::new();
         let mut acks: Vec<&TaskAck> = pending.tasks.values().collect();
         acks.sort_by_key(|a| (a.stage, a.subtask));
         for ack in acks {
             if let Some(p) = &ack.positions {
-                positions.extend(p.iter().map(|(partition, offset)| (partition.0, *offset)));
+                positions
+                    .entry(ack.stage)
+                    .or_default()
+                    .extend(p.iter().map(|(partition, offset)| (partition.0, *offset)));
             }
             let stage_parallelism = shape.stage_parallelism.get(ack.stage).copied().unwrap_or(1);
             let owned = KeyGroupRange::of_subtask(ack.subtask, stage_parallelism, shape.max_parallelism);
@@ -674,16 +680,20 @@ impl Coordinator {
             .collect();
         // A subtask that acknowledged this checkpoint finished after its barrier: its
         // positions at the barrier hold, not where it ended.
-        for (subtask, ended) in &self.finished_positions {
-            if !pending.tasks.contains_key(&(0, *subtask)) {
-                positions.extend(ended.iter().map(|(p, o)| (*p, *o)));
+        for ((stage, subtask), ended) in &self.finished_positions {
+            if !pending.tasks.contains_key(&(*stage, *subtask)) {
+                positions.entry(*stage).or_default().extend(ended.iter().map(|(p, o)| (*p, *o)));
             }
         }
-        metadata.sources = vec![SourcePosition {
-            table: shape.source_table.clone(),
-            topic: shape.source_topic.clone(),
-            next_offsets: positions,
-        }];
+        let main = (0, shape.source_table.clone(), shape.source_topic.clone());
+        metadata.sources = std::iter::once(&main)
+            .chain(&shape.join_sources)
+            .map(|(stage, table, topic)| SourcePosition {
+                table: table.clone(),
+                topic: topic.clone(),
+                next_offsets: positions.remove(stage).unwrap_or_default(),
+            })
+            .collect();
         metadata.completed_at_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         self.storage.complete_checkpoint(&metadata).await.map_err(|e| e.to_string())?;

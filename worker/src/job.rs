@@ -115,6 +115,8 @@ pub struct Job {
     source_table: ConnectorTable,
     sink_table: ConnectorTable,
     source: SourceConnector,
+    /// The other sources of a job with joins, in the order of the dataflow's branches.
+    join_sources: Vec<(ConnectorTable, SourceConnector)>,
     sink: SinkConnector,
     /// The late side output, if the source table names one.
     late: Option<(ConnectorTable, SinkConnector)>,
@@ -182,6 +184,18 @@ impl Job {
             Some(source) => source,
             None => SourceConnector::from_table(&source_table, bootstrap).map_err(|e| at(&plan.source, e))?,
         };
+        let mut join_sources = Vec::with_capacity(plan.join_sources.len());
+        for def in &plan.join_sources {
+            let table = connector_table(def);
+            let connector = match overrides.sources.remove(&def.name) {
+                Some(source) => source,
+                None => SourceConnector::from_table(&table, bootstrap).map_err(|e| at(def, e))?,
+            };
+            if let SourceConnector::Kafka(k) = &connector {
+                millrace_connectors::RecordDecoder::new(&table, k.format).map_err(|e| at(def, e))?;
+            }
+            join_sources.push((table, connector));
+        }
         let sink = match overrides.sinks.remove(&plan.sink.name) {
             Some(sink) => sink,
             None => SinkConnector::from_table(&sink_table, bootstrap).map_err(|e| at(&plan.sink, e))?,
@@ -210,7 +224,7 @@ impl Job {
                 options.parallelism, options.max_parallelism
             )));
         }
-        Ok(Self { plan, source_table, sink_table, source, sink, late })
+        Ok(Self { plan, source_table, sink_table, source, join_sources, sink, late })
     }
 
     /// Runs the job until its sources end (bounded input) or `stop` is signalled.
@@ -332,24 +346,41 @@ impl Job {
         let sink_threads: Vec<ConnectorThread> = sink_threads.into_iter().chain(late_threads).collect();
         // With checkpoints a stop ends the job at a checkpoint, not by draining the sources.
         let source_stop = if checkpointing.is_some() { StopSignal::default() } else { stop.clone() };
-        let (sources, source_threads) = match start_source(
-            &self.source_table,
-            self.source,
-            p,
-            options.channel_capacity,
-            &metrics.connectors,
-            &source_stop,
-            &barriers,
-            restored.as_ref().map(|r| &r.sources),
-        ) {
-            Ok(started) => started,
-            Err(err) => {
-                drop(sinks);
-                drop(late);
-                join_all(sink_threads).await?;
-                return Err(err.into());
+        let join_sources = std::mem::take(&mut self.join_sources);
+        let mut inputs = vec![(&self.source_table, self.source, restored.as_ref().map(|r| &r.sources))];
+        for (table, connector) in &join_sources {
+            let restore = restored.as_ref().and_then(|r| r.by_table.get(&table.name));
+            inputs.push((table, connector.clone(), restore));
+        }
+        // One receiver per instance of each source, main source first (as the executor takes them).
+        let mut sources = Vec::new();
+        let mut source_threads = Vec::new();
+        for (table, connector, restore) in inputs {
+            match start_source(
+                table,
+                connector,
+                p,
+                options.channel_capacity,
+                &metrics.connectors,
+                &source_stop,
+                &barriers,
+                restore,
+            ) {
+                Ok((receivers, threads)) => {
+                    sources.extend(receivers);
+                    source_threads.extend(threads);
+                }
+                Err(err) => {
+                    drop(sinks);
+                    drop(late);
+                    drop(sources);
+                    source_stop.stop();
+                    join_all(source_threads).await?;
+                    join_all(sink_threads).await?;
+                    return Err(err.into());
+                }
             }
-        };
+        }
         let run_options = RunOptions {
             parallelism: p,
             max_parallelism: options.max_parallelism,
@@ -380,11 +411,21 @@ impl Job {
                     job: self.plan.sink.name.clone(),
                     parallelism: p,
                     max_parallelism: options.max_parallelism,
-                    stage_parallelism: (0..dataflow.stages.len())
+                    stage_parallelism: (0..dataflow.stage_count())
                         .map(|k| dataflow.stage_parallelism(k, p))
                         .collect(),
                     source_table: self.source_table.name.clone(),
                     source_topic: self.source_table.options.get("topic").cloned().unwrap_or_default(),
+                    join_sources: dataflow
+                        .source_stages()
+                        .into_iter()
+                        .skip(1)
+                        .zip(&join_sources)
+                        .map(|((stage, _), (table, _))| {
+                            let topic = table.options.get("topic").cloned().unwrap_or_default();
+                            (stage, table.name.clone(), topic)
+                        })
+                        .collect(),
                 };
                 let (control_tx, requests) = mpsc::channel(16);
                 let storage_url = settings.storage_url.clone();

@@ -18,6 +18,7 @@
 mod count_window;
 mod join;
 mod over;
+mod rewrite_only;
 mod unnest;
 mod updating;
 
@@ -157,7 +158,8 @@ impl<'a> Translator<'a> {
     }
 
     fn physical(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, SqlError> {
-        create_physical_expr(expr, schema, &self.props, &self.planning)
+        let expr = rewrite_only::rewrite(expr, schema).map_err(|e| SqlError::from_datafusion(&e, self.at))?;
+        create_physical_expr(&expr, schema, &self.props, &self.planning)
             .map_err(|e| SqlError::from_datafusion(&e, self.at))
     }
 
