@@ -97,6 +97,9 @@ impl JoinSpec {
     }
 }
 
+/// A held row's place: (batch id, row in it).
+type RowAt = (u64, u32);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Input {
     Left,
@@ -177,7 +180,7 @@ impl JoinOperator {
     /// and which pairs passed.
     fn joined(
         &self,
-        pairs: &[((u64, u32), (u64, u32))],
+        pairs: &[(RowAt, RowAt)],
     ) -> Result<(Option<RecordBatch>, Vec<bool>), OperatorError> {
         if pairs.is_empty() {
             return Ok((None, Vec::new()));
@@ -406,9 +409,8 @@ impl JoinOperator {
             let (l0, r0) = (left_rows.len(), right_rows.len());
             left_rows.extend(self.left.take_key(key));
             right_rows.extend(self.right.take_key(key));
-            for li in l0..left_rows.len() {
-                for ri in r0..right_rows.len() {
-                    let (l, r) = (left_rows[li], right_rows[ri]);
+            for (li, l) in left_rows.iter().enumerate().skip(l0) {
+                for (ri, r) in right_rows.iter().enumerate().skip(r0) {
                     if !l.unmatchable && !r.unmatchable {
                         pairs.push(((l.batch, l.row), (r.batch, r.row)));
                         pair_rows.push((li, ri));

@@ -225,14 +225,14 @@ impl JoinSide {
             let expires = batch.column(1).as_primitive::<Int64Type>().clone();
             let matched = batch.column(2).as_boolean().clone();
             let id = self.add_batch(rows);
-            for i in 0..batch.num_rows() {
+            for (i, unmatchable) in nulls.into_iter().enumerate() {
                 let row = HeldRow {
                     batch: id,
                     row: i as u32,
                     time: time.value(i),
                     expires: expires.value(i),
                     matched: matched.value(i),
-                    unmatchable: nulls[i],
+                    unmatchable,
                 };
                 self.hold(converted.row(i).owned(), row);
             }

@@ -70,7 +70,7 @@ fn rows(prefix: &str, rows: &[(Option<i64>, i64, i64)]) -> RecordBatch {
             Arc::new(TimestampMillisecondArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
         ],
     )
-    .unwrap()
+    .expect("test input is valid")
 }
 
 /// (left v, right v) of every output row, NULL as -1, sorted.
@@ -97,17 +97,17 @@ struct Run {
 
 impl Run {
     fn new(spec: JoinSpec) -> Self {
-        Self { op: JoinOperator::try_new(spec).unwrap(), ctx: ctx(0, 127, 1), out: Vec::new() }
+        Self { op: JoinOperator::try_new(spec).expect("test input is valid"), ctx: ctx(0, 127, 1), out: Vec::new() }
     }
     fn left(&mut self, r: &[(Option<i64>, i64, i64)]) {
-        self.op.process_batch(rows("l", r), &self.ctx, &mut self.out).unwrap();
+        self.op.process_batch(rows("l", r), &self.ctx, &mut self.out).expect("test input is valid");
     }
     fn right(&mut self, r: &[(Option<i64>, i64, i64)]) {
-        self.op.process_input(1, rows("r", r), &self.ctx, &mut self.out).unwrap();
+        self.op.process_input(1, rows("r", r), &self.ctx, &mut self.out).expect("test input is valid");
     }
     fn watermark(&mut self, w: i64) {
         self.ctx.watermark = Watermark(w);
-        self.op.handle_watermark(Watermark(w), &self.ctx, &mut self.out).unwrap();
+        self.op.handle_watermark(Watermark(w), &self.ctx, &mut self.out).expect("test input is valid");
     }
     fn take(&mut self) -> Vec<(i64, i64)> {
         pairs(&std::mem::take(&mut self.out))
@@ -252,7 +252,7 @@ fn snapshot_restores_at_another_parallelism_with_the_same_results() {
         &[(Some(2), 200, 5_500), (Some(3), 300, 5_500), (Some(7), 700, 5_500)];
     let mut reference = Run::new(interval(JoinType::Full));
     feed(&mut reference);
-    let mut snapshot = reference.op.snapshot_state(&reference.ctx).unwrap();
+    let mut snapshot = reference.op.snapshot_state(&reference.ctx).expect("test input is valid");
     reference.take();
     reference.right(finish_right);
     reference.watermark(i64::MAX);
@@ -273,18 +273,18 @@ fn snapshot_restores_at_another_parallelism_with_the_same_results() {
                 batches: t
                     .batches
                     .iter()
-                    .map(|b| crate::state::retain_key_groups(b, range).unwrap())
+                    .map(|b| crate::state::retain_key_groups(b, range).expect("test input is valid"))
                     .collect(),
             })
             .collect();
-        run.op.restore_state(tables, &run.ctx).unwrap();
+        run.op.restore_state(tables, &run.ctx).expect("test input is valid");
         let batch = rows("r", finish_right);
         let keys = [batch.column(0).clone()];
-        let groups = crate::state::key_groups_of(&keys, batch.num_rows(), 128).unwrap();
+        let groups = crate::state::key_groups_of(&keys, batch.num_rows(), 128).expect("test input is valid");
         let mine: Vec<u32> =
             (0..batch.num_rows() as u32).filter(|i| range.contains(groups[*i as usize])).collect();
-        let mine = arrow::compute::take_record_batch(&batch, &arrow::array::UInt32Array::from(mine)).unwrap();
-        run.op.process_input(1, mine, &run.ctx, &mut run.out).unwrap();
+        let mine = arrow::compute::take_record_batch(&batch, &arrow::array::UInt32Array::from(mine)).expect("test input is valid");
+        run.op.process_input(1, mine, &run.ctx, &mut run.out).expect("test input is valid");
         run.watermark(i64::MAX);
         got.extend(run.take());
     }
