@@ -178,10 +178,7 @@ impl JoinOperator {
 
     /// The joined rows of `pairs` (left row, right row) that pass the residual condition,
     /// and which pairs passed.
-    fn joined(
-        &self,
-        pairs: &[(RowAt, RowAt)],
-    ) -> Result<(Option<RecordBatch>, Vec<bool>), OperatorError> {
+    fn joined(&self, pairs: &[(RowAt, RowAt)]) -> Result<(Option<RecordBatch>, Vec<bool>), OperatorError> {
         if pairs.is_empty() {
             return Ok((None, Vec::new()));
         }

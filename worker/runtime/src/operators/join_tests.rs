@@ -97,7 +97,11 @@ struct Run {
 
 impl Run {
     fn new(spec: JoinSpec) -> Self {
-        Self { op: JoinOperator::try_new(spec).expect("test input is valid"), ctx: ctx(0, 127, 1), out: Vec::new() }
+        Self {
+            op: JoinOperator::try_new(spec).expect("test input is valid"),
+            ctx: ctx(0, 127, 1),
+            out: Vec::new(),
+        }
     }
     fn left(&mut self, r: &[(Option<i64>, i64, i64)]) {
         self.op.process_batch(rows("l", r), &self.ctx, &mut self.out).expect("test input is valid");
@@ -283,7 +287,8 @@ fn snapshot_restores_at_another_parallelism_with_the_same_results() {
         let groups = crate::state::key_groups_of(&keys, batch.num_rows(), 128).expect("test input is valid");
         let mine: Vec<u32> =
             (0..batch.num_rows() as u32).filter(|i| range.contains(groups[*i as usize])).collect();
-        let mine = arrow::compute::take_record_batch(&batch, &arrow::array::UInt32Array::from(mine)).expect("test input is valid");
+        let mine = arrow::compute::take_record_batch(&batch, &arrow::array::UInt32Array::from(mine))
+            .expect("test input is valid");
         run.op.process_input(1, mine, &run.ctx, &mut run.out).expect("test input is valid");
         run.watermark(i64::MAX);
         got.extend(run.take());
