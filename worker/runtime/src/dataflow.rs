@@ -19,7 +19,7 @@ use crate::operators::{
     UpdatingAggregateOperator, UpdatingAggregateSpec, UpsertFilterOperator, WindowAggregateOperator,
     WindowAggregateSpec,
 };
-use crate::operators::{JoinOperator, JoinSpec};
+use crate::operators::{JoinKind, JoinOperator, JoinSpec, TemporalJoinOperator};
 
 /// Which column carries time, and how watermarks follow it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +118,10 @@ impl OperatorSpec {
             OperatorSpec::CountWindow(spec) => Box::new(CountWindowOperator::try_new(spec.clone())?),
             OperatorSpec::OverWindow(spec) => Box::new(OverWindowOperator::try_new(spec.clone())?),
             OperatorSpec::Unnest(spec) => Box::new(UnnestOperator::new(spec.clone())),
-            OperatorSpec::Join(spec) => Box::new(JoinOperator::try_new(spec.clone())?),
+            OperatorSpec::Join(spec) => match spec.kind {
+                JoinKind::Temporal { .. } => Box::new(TemporalJoinOperator::try_new(spec.clone())?),
+                _ => Box::new(JoinOperator::try_new(spec.clone())?),
+            },
         })
     }
 

@@ -166,3 +166,49 @@ INSERT INTO out SELECT o.id, o.amount, p.paid FROM orders o JOIN payments p ON o
     assert!(err.message.contains("unknown setting 'parallelism.default'"), "{err}");
     assert_eq!((err.line, err.column), (6, 1), "{err}");
 }
+
+const RATES: &str = "CREATE TABLE rates (currency STRING, rate BIGINT, rts TIMESTAMP(3),
+  PRIMARY KEY (currency) NOT ENFORCED,
+  WATERMARK FOR rts AS rts - INTERVAL '1' SECOND) WITH (connector = 'file', path = '/dev/null', format = 'json');
+CREATE TABLE priced (id BIGINT, amount BIGINT, rate BIGINT) WITH (connector = 'stdout', format = 'json');
+CREATE TABLE sales (id BIGINT, currency STRING, amount BIGINT, ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (connector = 'file', path = '/dev/null', format = 'json');
+";
+
+#[test]
+fn for_system_time_as_of_plans_a_temporal_join_on_the_primary_key() {
+    let plan = plan_job(&format!(
+        "{RATES}INSERT INTO priced SELECT s.id, s.amount, r.rate FROM sales s
+           LEFT JOIN rates FOR SYSTEM_TIME AS OF s.ts AS r ON s.currency = r.currency;"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let join = join_of(&plan);
+    assert_eq!(join.join_type, JoinType::Left);
+    assert_eq!(join.kind, JoinKind::Temporal { left_time: 3, right_time: 2 });
+}
+
+#[test]
+fn temporal_joins_that_cannot_run_are_refused_at_the_clause() {
+    let cases = [
+        ("FULL JOIN rates FOR SYSTEM_TIME AS OF s.ts AS r ON s.currency = r.currency", "INNER or LEFT"),
+        (
+            "JOIN rates FOR SYSTEM_TIME AS OF s.id AS r ON s.currency = r.currency",
+            "event-time attribute 'ts'",
+        ),
+        ("JOIN rates FOR SYSTEM_TIME AS OF s.ts AS r ON s.amount = r.rate", "primary key (currency)"),
+    ];
+    for (join, message) in cases {
+        let sql = format!("{RATES}INSERT INTO priced SELECT s.id, s.amount, r.rate FROM sales s\n  {join};");
+        let err = plan_job(&sql).err().unwrap_or_else(|| panic!("{join} planned"));
+        assert!(err.message.contains(message), "{join}: {err}");
+        let line = RATES.lines().count() as u64 + 2;
+        assert_eq!(err.line, line, "{join}: {err}");
+        assert!(err.hint.is_some(), "{join}: {err}");
+    }
+    let err = plan_job(&format!(
+        "{RATES}INSERT INTO priced SELECT 1, rate, rate * 2 FROM rates FOR SYSTEM_TIME AS OF rts;"
+    ))
+    .err()
+    .unwrap_or_else(|| panic!("planned"));
+    assert!(err.message.contains("right side of a temporal join"), "{err}");
+}

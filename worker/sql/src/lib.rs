@@ -14,6 +14,7 @@ pub mod functions;
 mod settings;
 pub mod sinks;
 mod translate;
+mod versioned;
 
 use std::collections::HashMap;
 
@@ -49,7 +50,8 @@ const START: Location = Location { line: 1, column: 1 };
 /// Parses and plans a job. Every error carries the line and column it refers to.
 pub fn plan_job(sql: &str) -> Result<JobPlan, SqlError> {
     let peeled = ddl::peel_extensions(sql)?;
-    let statements = DFParser::parse_sql_with_dialect(&peeled.sql, &GenericDialect {})
+    let (text, versioned) = versioned::peel(&peeled.sql)?;
+    let statements = DFParser::parse_sql_with_dialect(&text, &GenericDialect {})
         .map_err(|e| SqlError::from_datafusion(&e, START))?;
 
     let context = SessionContext::new();
@@ -120,8 +122,10 @@ pub fn plan_job(sql: &str) -> Result<JobPlan, SqlError> {
     let query = Analyzer::new()
         .execute_and_check((*dml.input).clone(), state.config_options(), |_, _| {})
         .map_err(|e| SqlError::from_datafusion(&e, at))?;
-    let dataflow =
-        translate::Translator::new(&tables, at).with_state_ttl(state_ttl_ms.flatten()).translate(&query)?;
+    let dataflow = translate::Translator::new(&tables, at)
+        .with_state_ttl(state_ttl_ms.flatten())
+        .with_versioned(versioned)
+        .translate(&query)?;
     sinks::check_sink(&sink, &dataflow, at)?;
     let source = tables[&dataflow.source.table].clone();
     let join_sources = dataflow.branches.iter().map(|b| tables[&b.source.table].clone()).collect();

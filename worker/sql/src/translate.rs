@@ -89,6 +89,8 @@ pub struct Translator<'a> {
     at: Location,
     /// `SET 'table.exec.state.ttl'`: how long a regular join keeps a row (None: forever).
     state_ttl_ms: Option<i64>,
+    /// Tables read `FOR SYSTEM_TIME AS OF` (temporal joins), by name.
+    versioned: HashMap<String, crate::versioned::VersionedRead>,
 }
 
 impl<'a> Translator<'a> {
@@ -99,7 +101,14 @@ impl<'a> Translator<'a> {
             planning: PhysicalPlanningContext::default(),
             at,
             state_ttl_ms: None,
+            versioned: HashMap::new(),
         }
+    }
+
+    /// Sets the tables read `FOR SYSTEM_TIME AS OF` (the right sides of temporal joins).
+    pub fn with_versioned(mut self, reads: Vec<crate::versioned::VersionedRead>) -> Self {
+        self.versioned = reads.into_iter().map(|r| (r.table.clone(), r)).collect();
+        self
     }
 
     /// Sets the state TTL of regular joins.
@@ -126,6 +135,15 @@ impl<'a> Translator<'a> {
     pub fn translate(&self, plan: &LogicalPlan) -> Result<Dataflow, SqlError> {
         let partial = self.node(plan)?;
         let table = &self.tables[&partial.source];
+        if let Some(read) = self.versioned.get(&partial.source) {
+            return Err(SqlError::at(
+                read.location,
+                "FOR SYSTEM_TIME AS OF reads the right side of a temporal join only",
+            )
+            .with_hint(
+                "FROM orders o JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.currency = r.currency",
+            ));
+        }
         for branch in &partial.branches {
             if let Some(def) = self.tables.get(&branch.source.table).filter(|t| t.late_output.is_some()) {
                 return Err(SqlError::at(

@@ -64,6 +64,10 @@ pub enum JoinKind {
     Window { left_end: usize, right_end: usize },
     /// Unbounded inputs; rows kept `ttl_ms` after they were stored (forever without).
     Regular { ttl_ms: Option<i64> },
+    /// Event-time temporal join (`FOR SYSTEM_TIME AS OF`): each left row, once the watermark
+    /// passes its time, meets the right row of its key with the latest time at or before it
+    /// (the version valid then). Runs in [`super::TemporalJoinOperator`].
+    Temporal { left_time: usize, right_time: usize },
 }
 
 /// A join as planned.
@@ -98,7 +102,7 @@ impl JoinSpec {
 }
 
 /// A held row's place: (batch id, row in it).
-type RowAt = (u64, u32);
+pub(super) type RowAt = (u64, u32);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Input {
@@ -123,12 +127,12 @@ impl std::fmt::Debug for JoinOperator {
     }
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// A time column as milliseconds (any timestamp type); NULL stays NULL.
-fn millis(column: &ArrayRef) -> Result<Vec<Option<i64>>, OperatorError> {
+pub(super) fn millis(column: &ArrayRef) -> Result<Vec<Option<i64>>, OperatorError> {
     let ms = DataType::Timestamp(TimeUnit::Millisecond, None);
     let array = if column.data_type() == &ms { Arc::clone(column) } else { cast(column, &ms)? };
     Ok(array.as_primitive::<TimestampMillisecondType>().iter().collect())
@@ -148,6 +152,9 @@ impl JoinOperator {
                 return Err(OperatorError::Invalid(format!("join keys of types {lt} and {rt} cannot meet")));
             }
             fields.push(SortField::new(lt));
+        }
+        if matches!(spec.kind, JoinKind::Temporal { .. }) {
+            return Err(OperatorError::Invalid("a temporal join runs in the temporal join operator".into()));
         }
         if matches!(spec.kind, JoinKind::Regular { .. }) && spec.join_type != JoinType::Inner {
             return Err(OperatorError::Invalid("a regular (updating) join is inner only".into()));
@@ -176,49 +183,12 @@ impl JoinOperator {
         }
     }
 
-    /// The joined rows of `pairs` (left row, right row) that pass the residual condition,
-    /// and which pairs passed.
     fn joined(&self, pairs: &[(RowAt, RowAt)]) -> Result<(Option<RecordBatch>, Vec<bool>), OperatorError> {
-        if pairs.is_empty() {
-            return Ok((None, Vec::new()));
-        }
-        let left: Vec<(u64, u32)> = pairs.iter().map(|p| p.0).collect();
-        let right: Vec<(u64, u32)> = pairs.iter().map(|p| p.1).collect();
-        let mut columns = self.left.gather(&left)?;
-        columns.extend(self.right.gather(&right)?);
-        let batch = RecordBatch::try_new(Arc::clone(&self.spec.output_schema), columns)?;
-        let Some(filter) = &self.spec.filter else {
-            return Ok((Some(batch), vec![true; pairs.len()]));
-        };
-        let mask = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
-        let mask = mask.as_boolean_opt().ok_or_else(|| {
-            OperatorError::Invalid(format!("join condition is {}, not BOOLEAN", mask.data_type()))
-        })?;
-        let mask: BooleanArray =
-            if mask.null_count() > 0 { prep_null_mask_filter(mask) } else { mask.clone() };
-        let passed: Vec<bool> = mask.values().iter().collect();
-        let kept = filter_record_batch(&batch, &mask)?;
-        Ok(((kept.num_rows() > 0).then_some(kept), passed))
+        join_pairs(&self.spec, &self.left, &self.right, pairs)
     }
 
-    /// `rows` of `input` padded with NULLs for the other input's columns.
-    fn padded(&self, input: Input, rows: &[(u64, u32)]) -> Result<Option<RecordBatch>, OperatorError> {
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let n = rows.len();
-        let nulls = |schema: &SchemaRef| -> Vec<ArrayRef> {
-            schema.fields().iter().map(|f| new_null_array(f.data_type(), n)).collect()
-        };
-        let mut columns = match input {
-            Input::Left => self.left.gather(rows)?,
-            Input::Right => nulls(self.left.schema()),
-        };
-        columns.extend(match input {
-            Input::Left => nulls(self.right.schema()),
-            Input::Right => self.right.gather(rows)?,
-        });
-        Ok(Some(RecordBatch::try_new(Arc::clone(&self.spec.output_schema), columns)?))
+    fn padded(&self, input: Input, rows: &[RowAt]) -> Result<Option<RecordBatch>, OperatorError> {
+        pad_rows(&self.spec, &self.left, &self.right, input == Input::Left, rows)
     }
 
     /// The range of the other input's times a row of `input` at `time` may match, and when
@@ -261,6 +231,11 @@ impl JoinOperator {
             (JoinKind::Window { left_end, .. }, Input::Left) => millis(batch.column(left_end))?,
             (JoinKind::Window { right_end, .. }, Input::Right) => millis(batch.column(right_end))?,
             (JoinKind::Regular { .. }, _) => vec![Some(now_ms()); rows],
+            (JoinKind::Temporal { .. }, _) => {
+                return Err(OperatorError::Invalid(
+                    "a temporal join runs in the temporal join operator".into(),
+                ));
+            }
         };
         if let JoinKind::Regular { ttl_ms: Some(_) } = self.spec.kind {
             self.expire_ttl();
@@ -444,6 +419,7 @@ impl Operator for JoinOperator {
             JoinKind::Interval { .. } => "interval_join",
             JoinKind::Window { .. } => "window_join",
             JoinKind::Regular { .. } => "regular_join",
+            JoinKind::Temporal { .. } => "temporal_join",
         }
     }
 
@@ -489,6 +465,7 @@ impl Operator for JoinOperator {
                 }
                 Ok(())
             }
+            JoinKind::Temporal { .. } => Ok(()),
         }
     }
 
@@ -512,6 +489,55 @@ impl Operator for JoinOperator {
         }
         refuse_unknown_tables(self.name(), &tables)
     }
+}
+
+/// The joined rows of `pairs` (left row, right row) that pass the residual condition, and
+/// which pairs passed.
+pub(super) fn join_pairs(
+    spec: &JoinSpec,
+    left: &JoinSide,
+    right: &JoinSide,
+    pairs: &[(RowAt, RowAt)],
+) -> Result<(Option<RecordBatch>, Vec<bool>), OperatorError> {
+    if pairs.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let left_rows: Vec<RowAt> = pairs.iter().map(|p| p.0).collect();
+    let right_rows: Vec<RowAt> = pairs.iter().map(|p| p.1).collect();
+    let mut columns = left.gather(&left_rows)?;
+    columns.extend(right.gather(&right_rows)?);
+    let batch = RecordBatch::try_new(Arc::clone(&spec.output_schema), columns)?;
+    let Some(filter) = &spec.filter else {
+        return Ok((Some(batch), vec![true; pairs.len()]));
+    };
+    let mask = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
+    let mask = mask.as_boolean_opt().ok_or_else(|| {
+        OperatorError::Invalid(format!("join condition is {}, not BOOLEAN", mask.data_type()))
+    })?;
+    let mask: BooleanArray = if mask.null_count() > 0 { prep_null_mask_filter(mask) } else { mask.clone() };
+    let passed: Vec<bool> = mask.values().iter().collect();
+    let kept = filter_record_batch(&batch, &mask)?;
+    Ok(((kept.num_rows() > 0).then_some(kept), passed))
+}
+
+/// `rows` of the left (`of_left`) or right input, padded with NULLs for the other's columns.
+pub(super) fn pad_rows(
+    spec: &JoinSpec,
+    left: &JoinSide,
+    right: &JoinSide,
+    of_left: bool,
+    rows: &[RowAt],
+) -> Result<Option<RecordBatch>, OperatorError> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let n = rows.len();
+    let nulls = |schema: &SchemaRef| -> Vec<ArrayRef> {
+        schema.fields().iter().map(|f| new_null_array(f.data_type(), n)).collect()
+    };
+    let mut columns = if of_left { left.gather(rows)? } else { nulls(left.schema()) };
+    columns.extend(if of_left { nulls(right.schema()) } else { right.gather(rows)? });
+    Ok(Some(RecordBatch::try_new(Arc::clone(&spec.output_schema), columns)?))
 }
 
 #[cfg(test)]

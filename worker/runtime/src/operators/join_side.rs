@@ -102,12 +102,27 @@ impl JoinSide {
         }
     }
 
+    /// Holds `row` under `key`; a row that never expires (`i64::MAX`) is not indexed by time.
     pub fn hold(&mut self, key: OwnedRow, row: HeldRow) {
         if let Some((_, held)) = self.batches.get_mut(&row.batch) {
             *held += 1;
         }
-        self.expiry.entry(row.expires).or_default().push(key.clone());
+        if row.expires != i64::MAX {
+            self.expiry.entry(row.expires).or_default().push(key.clone());
+        }
         self.rows.entry(key).or_default().push(row);
+    }
+
+    /// Takes the rows of `key` for which `drop` holds out of the state (their batches stay
+    /// until released).
+    pub fn take_where(&mut self, key: &OwnedRow, drop: impl Fn(&HeldRow) -> bool) -> Vec<HeldRow> {
+        let Some(rows) = self.rows.get_mut(key) else { return Vec::new() };
+        let taken: Vec<HeldRow> = rows.iter().filter(|r| drop(r)).copied().collect();
+        rows.retain(|r| !drop(r));
+        if rows.is_empty() {
+            self.rows.remove(key);
+        }
+        taken
     }
 
     /// The held rows of `key`, for probing and for marking matches.
@@ -118,10 +133,15 @@ impl JoinSide {
     /// Takes every row whose expiry is at or before `upto` out of the state (their batches
     /// stay until [`JoinSide::release`]), oldest expiry first.
     pub fn expire(&mut self, upto: i64) -> Vec<HeldRow> {
+        self.expire_keyed(upto).into_iter().map(|(_, row)| row).collect()
+    }
+
+    /// [`JoinSide::expire`], with each row's key.
+    pub fn expire_keyed(&mut self, upto: i64) -> Vec<(OwnedRow, HeldRow)> {
         let mut removed = Vec::new();
         for key in self.due_keys(upto) {
             if let Some(rows) = self.rows.get_mut(&key) {
-                removed.extend(rows.iter().filter(|r| r.expires <= upto).copied());
+                removed.extend(rows.iter().filter(|r| r.expires <= upto).map(|r| (key.clone(), *r)));
                 rows.retain(|r| r.expires > upto);
                 if rows.is_empty() {
                     self.rows.remove(&key);
@@ -129,6 +149,11 @@ impl JoinSide {
             }
         }
         removed
+    }
+
+    /// Every key with a held row.
+    pub fn keys(&self) -> Vec<OwnedRow> {
+        self.rows.keys().cloned().collect()
     }
 
     /// The keys with a row expiring at or before `upto`, each once, in expiry order; their

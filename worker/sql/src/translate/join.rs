@@ -208,7 +208,10 @@ impl Translator<'_> {
             left_keys.push(lk);
             right_keys.push(rk);
         }
-        let kind = self.join_kind(&join, join_type, &left, &right)?;
+        let kind = match self.versioned.get(&right.source) {
+            Some(read) => self.temporal_kind(&join, join_type, &left, &right, read)?,
+            None => self.join_kind(&join, join_type, &left, &right)?,
+        };
         let filter = match &join.filter {
             Some(f) => Some(self.physical(f, &join.schema)?),
             None => None,
@@ -235,6 +238,73 @@ impl Translator<'_> {
         // Joined rows are not in time order: no window may follow on their times.
         left.time = vec![None; join.schema.fields().len()];
         Ok(left)
+    }
+
+    /// `JOIN versioned FOR SYSTEM_TIME AS OF l.ts`: the versioned table's primary key is the
+    /// join key, its event time orders its versions, and `l.ts` is the left event time.
+    fn temporal_kind(
+        &self,
+        join: &Join,
+        join_type: JoinType,
+        left: &Partial,
+        right: &Partial,
+        read: &crate::versioned::VersionedRead,
+    ) -> Result<JoinKind, SqlError> {
+        let fail = |message: String| {
+            SqlError::at(read.location, message)
+                .with_hint("JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.currency = r.currency, rates with PRIMARY KEY (currency) NOT ENFORCED and a WATERMARK")
+        };
+        if !matches!(join_type, JoinType::Inner | JoinType::Left) {
+            return Err(fail(format!("a temporal join is INNER or LEFT, not {join_type:?}")));
+        }
+        let table = &self.tables[&right.source];
+        let event = |p: &Partial| p.time.iter().position(|t| *t == Some(TimeKind::Event));
+        let Some(right_time) = event(right) else {
+            return Err(fail(format!(
+                "the versioned table '{}' needs a WATERMARK (its versions' event time)",
+                table.name
+            )));
+        };
+        let Some(left_time) = event(left) else {
+            return Err(fail("the left input of a temporal join needs an event-time attribute".into()));
+        };
+        let left_time_name = join.left.schema().field(left_time).name().to_lowercase();
+        if left_time_name != read.as_of.to_lowercase() {
+            return Err(fail(format!(
+                "FOR SYSTEM_TIME AS OF must name the left input's event-time attribute '{left_time_name}', not '{}'",
+                read.as_of
+            )));
+        }
+        let mut primary: Vec<String> =
+            table.primary_key.iter().map(|&i| table.schema.field(i).name().to_lowercase()).collect();
+        if primary.is_empty() {
+            return Err(fail(format!(
+                "the versioned table '{}' needs a PRIMARY KEY (… ) NOT ENFORCED",
+                table.name
+            )));
+        }
+        let mut keys: Vec<String> = join
+            .on
+            .iter()
+            .map(|(_, r)| match r {
+                Expr::Column(c) => c.name.to_lowercase(),
+                Expr::Cast(cast) => match cast.expr.as_ref() {
+                    Expr::Column(c) => c.name.to_lowercase(),
+                    other => other.to_string(),
+                },
+                other => other.to_string(),
+            })
+            .collect();
+        primary.sort();
+        keys.sort();
+        if primary != keys {
+            return Err(fail(format!(
+                "a temporal join's equalities must be on the versioned table's primary key ({}), not ({})",
+                primary.join(", "),
+                keys.join(", ")
+            )));
+        }
+        Ok(JoinKind::Temporal { left_time, right_time })
     }
 
     fn join_kind(
