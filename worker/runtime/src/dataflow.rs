@@ -377,7 +377,11 @@ impl Dataflow {
         }
         for i in 0..self.stage_count() {
             let Some(stage) = self.stage(i) else { continue };
-            out.push_str(&format!("stage {i} input={:?}\n", stage.input));
+            let branch = match self.locate(i) {
+                Some((Some(b), _)) => format!(" (branch {b})"),
+                _ => String::new(),
+            };
+            out.push_str(&format!("stage {i}{branch} input={:?}\n", stage.input));
             for op in &stage.operators {
                 out.push_str(&format!("  {}\n", op.describe()));
             }
