@@ -238,7 +238,7 @@ impl JoinOperator {
             }
         };
         if let JoinKind::Regular { ttl_ms: Some(_) } = self.spec.kind {
-            self.expire_ttl();
+            self.expire_ttl()?;
         }
         let id = self.side(input).0.add_batch(batch);
         let me = |i: usize| (id, i as u32);
@@ -342,12 +342,13 @@ impl JoinOperator {
     }
 
     /// Drops rows of a regular join whose TTL has passed (by the wall clock).
-    fn expire_ttl(&mut self) {
+    fn expire_ttl(&mut self) -> Result<(), OperatorError> {
         let now = now_ms();
         for side in [&mut self.left, &mut self.right] {
             let gone = side.expire(now);
-            side.release(&gone);
+            side.release(&gone)?;
         }
+        Ok(())
     }
 
     /// Interval join: drops the rows the watermark has made unmatchable, padding the outer
@@ -360,7 +361,7 @@ impl JoinOperator {
                     gone.iter().filter(|r| !r.matched).map(|r| (r.batch, r.row)).collect();
                 out.extend(self.padded(input, &unmatched)?);
             }
-            self.side(input).0.release(&gone);
+            self.side(input).0.release(&gone)?;
         }
         Ok(())
     }
@@ -407,8 +408,8 @@ impl JoinOperator {
         if self.spec.join_type.pads_right() {
             out.extend(self.padded(Input::Right, &unmatched(&right_rows))?);
         }
-        self.left.release(&left_rows);
-        self.right.release(&right_rows);
+        self.left.release(&left_rows)?;
+        self.right.release(&right_rows)?;
         Ok(())
     }
 }
@@ -461,7 +462,7 @@ impl Operator for JoinOperator {
             JoinKind::Window { .. } => self.fire_windows(watermark, out),
             JoinKind::Regular { ttl_ms } => {
                 if ttl_ms.is_some() {
-                    self.expire_ttl();
+                    self.expire_ttl()?;
                 }
                 Ok(())
             }

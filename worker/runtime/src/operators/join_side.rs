@@ -2,7 +2,8 @@
 //! rows is held, rows are referenced, never copied one by one), an index by join key, and an
 //! index by expiry time, plus the keyed state table they are written to at a checkpoint.
 //! What a row's times mean and when it matches is the join operator's business, not this
-//! module's.
+//! module's. When most rows of the batches kept are no longer held, the held rows are copied
+//! into one new batch, so a few long-lived rows do not keep many batches alive.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -45,7 +46,13 @@ pub(crate) struct JoinSide {
     /// Expiry time → keys with a row expiring then (a key may be listed more than once).
     expiry: BTreeMap<i64, Vec<OwnedRow>>,
     layout: StateLayout,
+    /// Rows in the kept batches, and how many of them are held.
+    kept_rows: usize,
+    held_rows: usize,
 }
+
+/// Compaction starts once the kept batches have this many rows, four times those held.
+const COMPACT_ABOVE_ROWS: usize = 65_536;
 
 impl JoinSide {
     pub fn new(name: &'static str, schema: SchemaRef, keys: Vec<Arc<dyn PhysicalExpr>>) -> Self {
@@ -64,6 +71,8 @@ impl JoinSide {
             rows: HashMap::new(),
             expiry: BTreeMap::new(),
             layout,
+            kept_rows: 0,
+            held_rows: 0,
         }
     }
 
@@ -92,13 +101,14 @@ impl JoinSide {
     pub fn add_batch(&mut self, batch: RecordBatch) -> u64 {
         let id = self.next_batch;
         self.next_batch += 1;
+        self.kept_rows += batch.num_rows();
         self.batches.insert(id, (batch, 0));
         id
     }
 
     pub fn release_batch_if_unused(&mut self, id: u64) {
         if self.batches.get(&id).is_some_and(|(_, held)| *held == 0) {
-            self.batches.remove(&id);
+            self.drop_batch(id);
         }
     }
 
@@ -106,6 +116,7 @@ impl JoinSide {
     pub fn hold(&mut self, key: OwnedRow, row: HeldRow) {
         if let Some((_, held)) = self.batches.get_mut(&row.batch) {
             *held += 1;
+            self.held_rows += 1;
         }
         if row.expires != i64::MAX {
             self.expiry.entry(row.expires).or_default().push(key.clone());
@@ -174,15 +185,48 @@ impl JoinSide {
     }
 
     /// Lets go of rows taken out of the state, and of batches no row is held from any more.
-    pub fn release(&mut self, rows: &[HeldRow]) {
+    pub fn release(&mut self, rows: &[HeldRow]) -> Result<(), OperatorError> {
         for row in rows {
             if let Some((_, held)) = self.batches.get_mut(&row.batch) {
                 *held = held.saturating_sub(1);
+                self.held_rows = self.held_rows.saturating_sub(1);
                 if *held == 0 {
-                    self.batches.remove(&row.batch);
+                    self.drop_batch(row.batch);
                 }
             }
         }
+        self.compact_if_sparse()
+    }
+
+    fn drop_batch(&mut self, id: u64) {
+        if let Some((batch, _)) = self.batches.remove(&id) {
+            self.kept_rows = self.kept_rows.saturating_sub(batch.num_rows());
+        }
+    }
+
+    /// Copies the held rows into one batch when the kept batches are mostly rows no longer
+    /// held. Only between calls: no row taken out of the state may be waiting for release.
+    fn compact_if_sparse(&mut self) -> Result<(), OperatorError> {
+        if self.kept_rows < COMPACT_ABOVE_ROWS || self.kept_rows < 4 * self.held_rows {
+            return Ok(());
+        }
+        let refs: Vec<(u64, u32)> = self.rows.values().flatten().map(|r| (r.batch, r.row)).collect();
+        if refs.len() != self.held_rows {
+            // Rows taken out and not released yet still count: leave the batches alone.
+            return Ok(());
+        }
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), self.gather(&refs)?)?;
+        let id = self.next_batch;
+        self.next_batch += 1;
+        // The map is not modified in between, so it iterates in the same order.
+        for (i, row) in self.rows.values_mut().flatten().enumerate() {
+            row.batch = id;
+            row.row = i as u32;
+        }
+        self.batches.clear();
+        self.kept_rows = batch.num_rows();
+        self.batches.insert(id, (batch, self.held_rows));
+        Ok(())
     }
 
     /// This input's columns for `rows` (batch id, row), in that order.
@@ -270,5 +314,11 @@ impl JoinSide {
     #[cfg(test)]
     pub fn held(&self) -> usize {
         self.rows.values().map(Vec::len).sum()
+    }
+
+    /// How many rows the kept batches have (tests).
+    #[cfg(test)]
+    pub fn kept(&self) -> usize {
+        self.kept_rows
     }
 }

@@ -296,3 +296,22 @@ fn snapshot_restores_at_another_parallelism_with_the_same_results() {
     got.sort();
     assert_eq!(got, expected);
 }
+
+#[test]
+fn a_few_long_held_rows_do_not_keep_their_batches_alive() {
+    // Each batch: one row that waits long (ts 1000 s), and many that expire at 6 s.
+    let mut run = Run::new(interval(JoinType::Inner));
+    for b in 0..20i64 {
+        let mut batch: Vec<(Option<i64>, i64, i64)> =
+            (0..8_191).map(|i| (Some(i), b * 10_000 + i, 5_000)).collect();
+        batch.push((Some(-b), b, 1_000_000));
+        run.left(&batch);
+    }
+    assert_eq!(run.op.left.kept(), 20 * 8_192);
+    run.watermark(6_000);
+    assert_eq!(run.op.left.held(), 20);
+    assert_eq!(run.op.left.kept(), 20, "the 20 held rows were copied out of their batches");
+    // They still join after the copy.
+    run.right(&[(Some(-7), 700, 1_000_000)]);
+    assert_eq!(run.take(), vec![(7, 700)]);
+}

@@ -119,7 +119,7 @@ impl TemporalJoinOperator {
     }
 
     /// Drops the versions no left row after `watermark` can meet.
-    fn prune(&mut self, watermark: i64) {
+    fn prune(&mut self, watermark: i64) -> Result<(), OperatorError> {
         let keys: Vec<OwnedRow> = self.to_prune.drain().collect();
         for key in keys {
             let Some(versions) = self.right.rows_of_mut(&key) else { continue };
@@ -129,12 +129,13 @@ impl TemporalJoinOperator {
             };
             let later = versions.iter().any(|v| v.time > watermark);
             let gone = self.right.take_where(&key, |v| v.time < newest);
-            self.right.release(&gone);
+            self.right.release(&gone)?;
             if later {
                 // A later version becomes the valid one when the watermark passes it.
                 self.to_prune.insert(key);
             }
         }
+        Ok(())
     }
 }
 
@@ -230,9 +231,8 @@ impl Operator for TemporalJoinOperator {
         let due = self.left.expire_keyed(watermark);
         self.emit(&due, out)?;
         let rows: Vec<HeldRow> = due.into_iter().map(|(_, row)| row).collect();
-        self.left.release(&rows);
-        self.prune(watermark);
-        Ok(())
+        self.left.release(&rows)?;
+        self.prune(watermark)
     }
 
     fn snapshot_state(&mut self, ctx: &OperatorContext) -> Result<Vec<TableSnapshot>, OperatorError> {
