@@ -97,6 +97,8 @@ pub struct JobShape {
     /// The source table and its topic (empty when the source is not Kafka).
     pub source_table: String,
     pub source_topic: String,
+    /// The further sources of a job with joins: the stage reading each, its table and topic.
+    pub join_sources: Vec<(usize, String, String)>,
 }
 
 struct Pending {
@@ -166,7 +168,7 @@ pub struct Coordinator {
     queued: Vec<Waiter>,
     /// Where the sources of finished first-stage tasks ended, by subtask: every checkpoint
     /// that subtask did not acknowledge (it had finished) records them.
-    finished_positions: BTreeMap<usize, BTreeMap<i32, i64>>,
+    finished_positions: BTreeMap<(usize, usize), BTreeMap<i32, i64>>,
     /// The files of the last completed (or the restored) checkpoint, which the next one
     /// references where its state has not changed.
     last_files: FileIndex,
@@ -360,7 +362,7 @@ impl Coordinator {
                 self.finished.insert((stage, subtask));
                 if let Some(positions) = positions {
                     self.finished_positions
-                        .insert(subtask, positions.into_iter().map(|(p, o)| (p.0, o)).collect());
+                        .insert((stage, subtask), positions.into_iter().map(|(p, o)| (p.0, o)).collect());
                 }
                 // Its sink may still wait for the pending checkpoint's barrier.
                 let Some((id, acked)) =
@@ -545,7 +547,8 @@ impl Coordinator {
         metadata.finished = pending.final_checkpoint;
         let mut writer = StateWriter::new(&self.storage, pending.id, &self.last_files);
         let mut operators: BTreeMap<String, Vec<TableState>> = BTreeMap::new();
-        let mut positions = BTreeMap::new();
+        // Positions per source stage (stage 0 reads the main source).
+        let mut positions: BTreeMap<usize, BTreeMap<i32, i64>> = BTreeMap::new();
         let mut acks: Vec<(&(usize, usize), &Acked)> = pending.tasks.iter().collect();
         acks.sort_by_key(|(at, _)| **at);
         let (mut referenced, mut written) = (0, 0);
@@ -553,7 +556,8 @@ impl Coordinator {
             match ack {
                 Acked::Snapshot(ack) => {
                     if let Some(p) = &ack.positions {
-                        positions.extend(p.iter().map(|(partition, offset)| (partition.0, *offset)));
+                        let at = positions.entry(*stage).or_default();
+                        at.extend(p.iter().map(|(partition, offset)| (partition.0, *offset)));
                     }
                     let stage_parallelism = shape.stage_parallelism.get(*stage).copied().unwrap_or(1);
                     write_task_state(
@@ -567,7 +571,8 @@ impl Coordinator {
                 }
                 Acked::Written(ack) => {
                     if let Some(p) = ack.source_positions() {
-                        positions.extend(p.iter().map(|(partition, offset)| (partition.0, *offset)));
+                        let at = positions.entry(*stage).or_default();
+                        at.extend(p.iter().map(|(partition, offset)| (partition.0, *offset)));
                     }
                     merge_written(&mut operators, ack);
                     referenced += ack.referenced;
@@ -598,16 +603,20 @@ impl Coordinator {
             .collect();
         // A subtask that acknowledged this checkpoint finished after its barrier: its
         // positions at the barrier hold, not where it ended.
-        for (subtask, ended) in &self.finished_positions {
-            if !pending.tasks.contains_key(&(0, *subtask)) {
-                positions.extend(ended.iter().map(|(p, o)| (*p, *o)));
+        for ((stage, subtask), ended) in &self.finished_positions {
+            if !pending.tasks.contains_key(&(*stage, *subtask)) {
+                positions.entry(*stage).or_default().extend(ended.iter().map(|(p, o)| (*p, *o)));
             }
         }
-        metadata.sources = vec![SourcePosition {
-            table: shape.source_table.clone(),
-            topic: shape.source_topic.clone(),
-            next_offsets: positions,
-        }];
+        let main = (0, shape.source_table.clone(), shape.source_topic.clone());
+        metadata.sources = std::iter::once(&main)
+            .chain(&shape.join_sources)
+            .map(|(stage, table, topic)| SourcePosition {
+                table: table.clone(),
+                topic: topic.clone(),
+                next_offsets: positions.remove(stage).unwrap_or_default(),
+            })
+            .collect();
         metadata.completed_at_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         self.storage.complete_checkpoint(&metadata).await.map_err(|e| e.to_string())?;

@@ -115,6 +115,8 @@ pub struct Job {
     pub(crate) source_table: ConnectorTable,
     pub(crate) sink_table: ConnectorTable,
     pub(crate) source: SourceConnector,
+    /// The other sources of a job with joins, in the order of the dataflow's branches.
+    pub(crate) join_sources: Vec<(ConnectorTable, SourceConnector)>,
     pub(crate) sink: SinkConnector,
     /// The late side output, if the source table names one.
     pub(crate) late: Option<(ConnectorTable, SinkConnector)>,
@@ -182,6 +184,18 @@ impl Job {
             Some(source) => source,
             None => SourceConnector::from_table(&source_table, bootstrap).map_err(|e| at(&plan.source, e))?,
         };
+        let mut join_sources = Vec::with_capacity(plan.join_sources.len());
+        for def in &plan.join_sources {
+            let table = connector_table(def);
+            let connector = match overrides.sources.remove(&def.name) {
+                Some(source) => source,
+                None => SourceConnector::from_table(&table, bootstrap).map_err(|e| at(def, e))?,
+            };
+            if let SourceConnector::Kafka(k) = &connector {
+                millrace_connectors::RecordDecoder::new(&table, k.format).map_err(|e| at(def, e))?;
+            }
+            join_sources.push((table, connector));
+        }
         let sink = match overrides.sinks.remove(&plan.sink.name) {
             Some(sink) => sink,
             None => SinkConnector::from_table(&sink_table, bootstrap).map_err(|e| at(&plan.sink, e))?,
@@ -210,7 +224,7 @@ impl Job {
                 options.parallelism, options.max_parallelism
             )));
         }
-        Ok(Self { plan, source_table, sink_table, source, sink, late })
+        Ok(Self { plan, source_table, sink_table, source, join_sources, sink, late })
     }
 
     /// Runs the job until its sources end (bounded input) or `stop` is signalled.
@@ -332,24 +346,41 @@ impl Job {
         let sink_threads: Vec<ConnectorThread> = sink_threads.into_iter().chain(late_threads).collect();
         // With checkpoints a stop ends the job at a checkpoint, not by draining the sources.
         let source_stop = if checkpointing.is_some() { StopSignal::default() } else { stop.clone() };
-        let (sources, source_threads) = match start_source(
-            &self.source_table,
-            self.source,
-            p,
-            options.channel_capacity,
-            &metrics.connectors,
-            &source_stop,
-            &barriers,
-            restored.as_ref().map(|r| &r.sources),
-        ) {
-            Ok(started) => started,
-            Err(err) => {
-                drop(sinks);
-                drop(late);
-                join_all(sink_threads).await?;
-                return Err(err.into());
+        let join_sources = std::mem::take(&mut self.join_sources);
+        let mut inputs = vec![(&self.source_table, self.source, restored.as_ref().map(|r| &r.sources))];
+        for (table, connector) in &join_sources {
+            let restore = restored.as_ref().and_then(|r| r.by_table.get(&table.name));
+            inputs.push((table, connector.clone(), restore));
+        }
+        // One receiver per instance of each source, main source first (as the executor takes them).
+        let mut sources = Vec::new();
+        let mut source_threads = Vec::new();
+        for (table, connector, restore) in inputs {
+            match start_source(
+                table,
+                connector,
+                p,
+                options.channel_capacity,
+                &metrics.connectors,
+                &source_stop,
+                &barriers,
+                restore,
+            ) {
+                Ok((receivers, threads)) => {
+                    sources.extend(receivers);
+                    source_threads.extend(threads);
+                }
+                Err(err) => {
+                    drop(sinks);
+                    drop(late);
+                    drop(sources);
+                    source_stop.stop();
+                    join_all(source_threads).await?;
+                    join_all(sink_threads).await?;
+                    return Err(err.into());
+                }
             }
-        };
+        }
         let run_options = RunOptions {
             parallelism: p,
             max_parallelism: options.max_parallelism,
@@ -376,7 +407,8 @@ impl Job {
                         upstream_stage: late_output.stage,
                     });
                 }
-                let shape = job_shape(&self.plan, &self.source_table, p, options.max_parallelism);
+                let shape =
+                    job_shape(&self.plan, &self.source_table, &join_sources, p, options.max_parallelism);
                 let (control_tx, requests) = mpsc::channel(16);
                 let storage_url = settings.storage_url.clone();
                 let newest = storage
@@ -461,6 +493,7 @@ impl Job {
 pub(crate) fn job_shape(
     plan: &JobPlan,
     source_table: &ConnectorTable,
+    join_sources: &[(ConnectorTable, SourceConnector)],
     parallelism: usize,
     max_parallelism: u32,
 ) -> JobShape {
@@ -469,11 +502,21 @@ pub(crate) fn job_shape(
         job: plan.sink.name.clone(),
         parallelism,
         max_parallelism,
-        stage_parallelism: (0..dataflow.stages.len())
+        stage_parallelism: (0..dataflow.stage_count())
             .map(|k| dataflow.stage_parallelism(k, parallelism))
             .collect(),
         source_table: source_table.name.clone(),
         source_topic: source_table.options.get("topic").cloned().unwrap_or_default(),
+        join_sources: dataflow
+            .source_stages()
+            .into_iter()
+            .skip(1)
+            .zip(join_sources)
+            .map(|((stage, _), (table, _))| {
+                let topic = table.options.get("topic").cloned().unwrap_or_default();
+                (stage, table.name.clone(), topic)
+            })
+            .collect(),
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Restored {
     pub finished: bool,
     pub state: Arc<RestoredState>,
     pub sources: SourceRestore,
+    /// Where each source table resumes, by name (the join sources of a job with joins).
+    pub by_table: std::collections::HashMap<String, SourceRestore>,
     /// The pre-commit state of every instance of the sink (and of the late output).
     pub sink_states: Vec<Vec<u8>>,
     pub late_sink_states: Vec<Vec<u8>>,
@@ -114,17 +116,19 @@ pub async fn restore(
             }
         }
     }
-    let sources = metadata
-        .sources
-        .iter()
-        .flat_map(|s| s.next_offsets.iter().map(|(p, o)| (SourcePartition(*p), *o)))
-        .collect();
+    let positions = |s: &millrace_checkpoint::SourcePosition| -> SourceRestore {
+        s.next_offsets.iter().map(|(p, o)| (SourcePartition(*p), *o)).collect()
+    };
+    // The main source is written first; a job with joins writes one entry per source table.
+    let sources = metadata.sources.first().map(positions).unwrap_or_default();
+    let by_table = metadata.sources.iter().map(|s| (s.table.clone(), positions(s))).collect();
     Ok(Restored {
         checkpoint_id: metadata.checkpoint_id,
         location,
         finished: metadata.finished,
         state: Arc::new(state),
         sources,
+        by_table,
         sink_states,
         late_sink_states,
     })

@@ -38,6 +38,8 @@ struct CaseRun<'a> {
     sql: &'a str,
     input: &'a [MemoryRecord],
     format: Format,
+    /// The other sources of a join: table, records, format.
+    join_inputs: Vec<(String, Vec<MemoryRecord>, Format)>,
     checkpoint_dir: &'a Path,
 }
 
@@ -47,7 +49,10 @@ impl CaseRun<'_> {
         let plan = millrace_sql::plan_job(self.sql).map_err(|e| format!("planning: {e}"))?;
         // Paced so that a run takes about four seconds and checkpoints fall mid-input, even
         // with every case running at once on a small machine.
-        let rate = (self.input.len() as f64 / 4.0).max(5.0);
+        // A join's few records per input are paced slower still (its checkpoints align
+        // barriers over two inputs).
+        let floor = if self.join_inputs.is_empty() { 5.0 } else { 1.0 };
+        let rate = (self.input.len() as f64 / 4.0).max(floor);
         let sink = MemorySink::transactional();
         let late_sink = MemorySink::transactional();
         let mut overrides = JobOverrides::default();
@@ -55,6 +60,12 @@ impl CaseRun<'_> {
             plan.source.name.clone(),
             SourceConnector::paced_memory(self.input.to_vec(), self.format, 1, rate),
         );
+        for (table, input, format) in &self.join_inputs {
+            let rate = (input.len() as f64 / 4.0).max(floor);
+            overrides
+                .sources
+                .insert(table.clone(), SourceConnector::paced_memory(input.clone(), *format, 1, rate));
+        }
         overrides.sinks.insert(plan.sink.name.clone(), SinkConnector::memory(sink.clone()));
         overrides.late = Some(SinkConnector::memory(late_sink.clone()));
         let options = JobOptions {
@@ -99,7 +110,8 @@ impl CaseRun<'_> {
         Ok(RunOutput {
             rows: rows_as_json(&sink.batches()),
             late: rows_as_json(&late_sink.batches()),
-            read_all: read as usize >= self.input.len(),
+            read_all: read as usize
+                >= self.input.len() + self.join_inputs.iter().map(|(_, i, _)| i.len()).sum::<usize>(),
         })
     }
 }
@@ -119,8 +131,20 @@ async fn stop_and_resume(case: &Path, first: usize, second: usize) -> Result<boo
         _ => Format::Raw,
     };
     let input = records(&case.join("inputs").join(format!("{}.json", plan.source.name)));
+    let join_inputs = plan
+        .join_sources
+        .iter()
+        .map(|t| {
+            let format = if t.options.get("format").map(String::as_str) == Some("json") {
+                Format::Json
+            } else {
+                Format::Raw
+            };
+            (t.name.clone(), records(&case.join("inputs").join(format!("{}.json", t.name))), format)
+        })
+        .collect();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let run = CaseRun { sql: &sql, input: &input, format, checkpoint_dir: dir.path() };
+    let run = CaseRun { sql: &sql, input: &input, format, join_inputs, checkpoint_dir: dir.path() };
     let before = run.run(first, Some(1)).await?;
     let stopped_mid_input = !before.read_all;
     let after = run.run(second, None).await?;
@@ -163,9 +187,11 @@ async fn stop_and_resume(case: &Path, first: usize, second: usize) -> Result<boo
     if problems.is_empty() { Ok(stopped_mid_input) } else { Err(problems.join("\n")) }
 }
 
-/// Cases whose results depend on the wall clock (processing time) cannot be replayed.
+/// Cases whose results depend on the wall clock (processing time, state TTL) cannot be
+/// replayed.
 fn replayable(sql: &str) -> bool {
-    !sql.to_lowercase().contains("proctime")
+    let sql = sql.to_lowercase();
+    !sql.contains("proctime") && !sql.contains("table.exec.state.ttl")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -233,7 +259,13 @@ async fn a_source_instance_that_finished_early_is_not_read_again_after_a_restore
     let mut input: Vec<MemoryRecord> = vec![record(0, -1), record(0, -2)];
     input.extend((0..300).map(|v| record(1, v)));
     let dir = tempfile::tempdir().expect("temp dir");
-    let run = CaseRun { sql, input: &input, format: Format::Raw, checkpoint_dir: dir.path() };
+    let run = CaseRun {
+        sql,
+        input: &input,
+        format: Format::Raw,
+        join_inputs: Vec::new(),
+        checkpoint_dir: dir.path(),
+    };
     // Paced at 300 records/s per instance: instance 1 needs a second, instance 0 is done at once.
     let before = run.run(2, Some(4)).await.expect("first run");
     assert!(!before.read_all, "the first run must stop before its input ends");

@@ -1,12 +1,16 @@
 //! Golden-file tests of SQL semantics. Each directory under `tests/golden/` is a case:
 //!
 //! - `job.sql` (or `example`, naming a job file relative to the repository root),
-//! - `inputs/<table>.json`: the source table's records, `[{"partition", "timestamp", "value"}]`
-//!   (`value` is the raw text, or a JSON value that is serialized for `format = 'json'`),
+//! - `inputs/<table>.json`: each source table's records (a join reads two),
+//!   `[{"partition", "timestamp", "value"}]` (`value` is the raw text, or a JSON value that is
+//!   serialized for `format = 'json'`),
 //! - `expected.json`: `rows` (the sink's rows as JSON objects), `ordered`, `parallelism` (each
 //!   is run), `dead_lettered` and `late_records` (counted in the job's metrics), and, for a
 //!   source table with a late side output (`late_topic`/`late_path`), `late_rows`: the rows
 //!   that reach it (compared unordered).
+//! - `paced` (optional, `{"<table>": records_per_second}`): feeds that source at most so fast,
+//!   for joins whose result depends on the other input having ended first (a row late at a
+//!   join is late against the minimum of both inputs' watermarks) or on wall-clock state TTL.
 //! - For an updating query (an upsert stream, see `millrace_types::changelog`), each sink row
 //!   carries its row kind as an `"op"` field (`"+I"`, `"+U"`, `"-D"`), so `rows` asserts the
 //!   changelog; `final_rows` asserts the upserted table instead or as well: the last row per
@@ -43,14 +47,22 @@ fn counter_total(registry: &Registry, name: &str) -> u64 {
 async fn run_case(case: &Path, parallelism: usize) -> Result<(), String> {
     let sql = job_sql(case);
     let plan = millrace_sql::plan_job(&sql).map_err(|e| format!("planning: {e}"))?;
-    let format = match plan.source.options.get("format").map(String::as_str) {
-        Some("json") => Format::Json,
-        _ => Format::Raw,
-    };
-    let input = records(&case.join("inputs").join(format!("{}.json", plan.source.name)));
+    let expected: Value =
+        serde_json::from_str(&read(&case.join("expected.json"))).map_err(|e| e.to_string())?;
     let sink = MemorySink::default();
     let mut overrides = JobOverrides::default();
-    overrides.sources.insert(plan.source.name.clone(), SourceConnector::memory(input, format, 1));
+    for source in std::iter::once(&plan.source).chain(&plan.join_sources) {
+        let format = match source.options.get("format").map(String::as_str) {
+            Some("json") => Format::Json,
+            _ => Format::Raw,
+        };
+        let input = records(&case.join("inputs").join(format!("{}.json", source.name)));
+        let connector = match expected["paced"][&source.name].as_f64() {
+            Some(per_second) => SourceConnector::paced_memory(input, format, 1, per_second),
+            None => SourceConnector::memory(input, format, 1),
+        };
+        overrides.sources.insert(source.name.clone(), connector);
+    }
     overrides.sinks.insert(plan.sink.name.clone(), SinkConnector::memory(sink.clone()));
     let late_sink = MemorySink::default();
     overrides.late = Some(SinkConnector::memory(late_sink.clone()));
@@ -63,8 +75,6 @@ async fn run_case(case: &Path, parallelism: usize) -> Result<(), String> {
         .map_err(|_| "the job did not finish within 60 s".to_string())?
         .map_err(|e| format!("running: {e}"))?;
 
-    let expected: Value =
-        serde_json::from_str(&read(&case.join("expected.json"))).map_err(|e| e.to_string())?;
     let mut want: Vec<Value> = expected["rows"].as_array().cloned().unwrap_or_default();
     let mut got = rows_as_json(&sink.batches());
     let mut problems = Vec::new();

@@ -64,7 +64,10 @@ impl Chain {
     ) -> Result<Self, RuntimeError> {
         let Placement { stage, subtask, parallelism, max_parallelism } = placement;
         let mut instantiated = Vec::new();
-        for spec in &dataflow.stages[stage].operators {
+        let specs = dataflow
+            .stage(stage)
+            .ok_or_else(|| RuntimeError::InvalidDataflow(format!("no stage {stage}")))?;
+        for spec in &specs.operators {
             instantiated.push(spec.instantiate().map_err(|source| RuntimeError::Operator {
                 operator: "instantiate",
                 subtask,
@@ -135,10 +138,12 @@ impl Chain {
         RuntimeError::Operator { operator: operator.name(), subtask: self.subtask, source }
     }
 
-    /// Pushes `input` through every operator; `watermark` (if any) reaches each operator
-    /// after the rows its upstream emitted for it.
-    pub fn run(
+    /// Pushes `input` (rows of stage input `from`: a join's stage has several, and its first
+    /// operator gets them through [`Operator::process_input`]) through every operator;
+    /// `watermark` (if any) reaches each operator after the rows its upstream emitted for it.
+    pub fn run_input(
         &mut self,
+        from: usize,
         input: Vec<RecordBatch>,
         watermark: Option<Watermark>,
         close: bool,
@@ -151,7 +156,11 @@ impl Chain {
             self.metrics.records_in.get_or_create(labels).inc_by(rows_in as u64);
             let mut result = Ok(());
             for batch in current {
-                result = operator.process_batch(batch, ctx, &mut next);
+                result = if i == 0 && from > 0 {
+                    operator.process_input(from, batch, ctx, &mut next)
+                } else {
+                    operator.process_batch(batch, ctx, &mut next)
+                };
                 if result.is_err() {
                     break;
                 }

@@ -101,8 +101,8 @@ impl RestoredState {
 /// and aggregates). The same SQL gets the same ids on every run; a change to an operator's
 /// keys or aggregates gets a new id, so its old state is not silently restored into it.
 pub fn operator_ids(dataflow: &Dataflow) -> Result<Vec<Vec<String>>, OperatorError> {
-    let mut ids = Vec::with_capacity(dataflow.stages.len());
-    for (k, stage) in dataflow.stages.iter().enumerate() {
+    let mut ids = Vec::with_capacity(dataflow.stage_count());
+    for (k, stage) in (0..dataflow.stage_count()).filter_map(|k| dataflow.stage(k).map(|s| (k, s))) {
         let names = stage
             .operators
             .iter()

@@ -1,6 +1,10 @@
 //! The streaming dataflow plan the SQL planner produces and the executor runs: a source,
 //! then stages of chained operators joined by exchanges. One stage instance runs per
 //! parallel subtask; a stage's operators run chained in one task (no channel between them).
+//!
+//! A join reads more than one source: the main chain (`source`, `stages`) is its first
+//! input, and each [`Branch`] (a further source with its own stages) feeds a later input of
+//! the join's stage. Stages are numbered main chain first, then each branch's in order.
 
 use std::sync::Arc;
 
@@ -15,6 +19,7 @@ use crate::operators::{
     UpdatingAggregateOperator, UpdatingAggregateSpec, UpsertFilterOperator, WindowAggregateOperator,
     WindowAggregateSpec,
 };
+use crate::operators::{JoinKind, JoinOperator, JoinSpec, TemporalJoinOperator};
 
 /// Which column carries time, and how watermarks follow it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +89,9 @@ pub enum OperatorSpec {
     CountWindow(CountWindowSpec),
     OverWindow(OverWindowSpec),
     Unnest(UnnestSpec),
+    /// A two-input join (interval, window or regular); always the first operator of its
+    /// stage, which has a second input (a [`Branch`]).
+    Join(JoinSpec),
 }
 
 impl OperatorSpec {
@@ -110,6 +118,10 @@ impl OperatorSpec {
             OperatorSpec::CountWindow(spec) => Box::new(CountWindowOperator::try_new(spec.clone())?),
             OperatorSpec::OverWindow(spec) => Box::new(OverWindowOperator::try_new(spec.clone())?),
             OperatorSpec::Unnest(spec) => Box::new(UnnestOperator::new(spec.clone())),
+            OperatorSpec::Join(spec) => match spec.kind {
+                JoinKind::Temporal { .. } => Box::new(TemporalJoinOperator::try_new(spec.clone())?),
+                _ => Box::new(JoinOperator::try_new(spec.clone())?),
+            },
         })
     }
 
@@ -122,6 +134,7 @@ impl OperatorSpec {
             OperatorSpec::UpdatingAggregate(spec) => &spec.keys,
             OperatorSpec::CountWindow(spec) => &spec.keys,
             OperatorSpec::OverWindow(spec) => &spec.partition_by,
+            OperatorSpec::Join(spec) => &spec.left_keys,
             _ => return self.describe(),
         };
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
@@ -183,6 +196,7 @@ impl OperatorSpec {
                 format!("upsert_filter {predicate} key={key:?}")
             }
             OperatorSpec::Unnest(spec) => format!("unnest list_columns={:?}", spec.list_columns),
+            OperatorSpec::Join(spec) => spec.describe(),
         }
     }
 }
@@ -213,6 +227,31 @@ pub struct Dataflow {
     pub late_output: Option<LateOutput>,
     /// Set when the job's output is an upsert stream rather than append-only.
     pub changelog: Option<Changelog>,
+    /// The further inputs of joins (empty for a job reading one source).
+    pub branches: Vec<Branch>,
+}
+
+/// A further input of a join: a source and the stages that read it, whose last stage feeds
+/// stage `into` of the main chain (input 1 for the first branch into that stage, 2 for the
+/// next, …; input 0 is the main chain's previous stage).
+#[derive(Clone, Debug)]
+pub struct Branch {
+    pub source: SourceSpec,
+    /// At least one; the first reads `source`.
+    pub stages: Vec<Stage>,
+    /// The main-chain stage this branch feeds.
+    pub into: usize,
+    /// How rows travel from the branch's last stage into `into`.
+    pub exchange: Exchange,
+}
+
+/// Where a stage's output goes: a later stage's input, or the sink.
+#[derive(Clone, Debug)]
+pub struct Downstream<'a> {
+    pub stage: usize,
+    pub exchange: &'a Exchange,
+    /// Which input of `stage` (0 unless `stage` is a join fed by a branch).
+    pub input: usize,
 }
 
 /// The output of a job whose query updates earlier results (an updating aggregate): an
@@ -238,10 +277,79 @@ pub struct LateOutput {
 impl Dataflow {
     /// The parallelism of stage `index` when the job runs with `parallelism`.
     pub fn stage_parallelism(&self, index: usize, parallelism: usize) -> usize {
-        match self.stages.get(index).map(|s| &s.input) {
-            Some(Exchange::Single) if index > 0 => 1,
+        let reads_source = self.source_stages().iter().any(|(k, _)| *k == index);
+        match self.stage(index).map(|s| &s.input) {
+            Some(Exchange::Single) if !reads_source => 1,
             _ => parallelism,
         }
+    }
+
+    /// Every stage, main chain and branches.
+    pub fn stage_count(&self) -> usize {
+        self.stages.len() + self.branches.iter().map(|b| b.stages.len()).sum::<usize>()
+    }
+
+    /// Stage `index` in the numbering of [`Dataflow::stage_count`].
+    pub fn stage(&self, index: usize) -> Option<&Stage> {
+        self.locate(index).and_then(|(branch, i)| match branch {
+            None => self.stages.get(i),
+            Some(b) => self.branches[b].stages.get(i),
+        })
+    }
+
+    /// `(branch, position in it)` of stage `index`; branch `None` is the main chain.
+    fn locate(&self, index: usize) -> Option<(Option<usize>, usize)> {
+        if index < self.stages.len() {
+            return Some((None, index));
+        }
+        let mut first = self.stages.len();
+        for (b, branch) in self.branches.iter().enumerate() {
+            if index < first + branch.stages.len() {
+                return Some((Some(b), index - first));
+            }
+            first += branch.stages.len();
+        }
+        None
+    }
+
+    /// The stages that read a source, with it: stage 0 reads `source`, each branch's first
+    /// stage its own. The executor takes one source receiver per subtask of each, in this order.
+    pub fn source_stages(&self) -> Vec<(usize, &SourceSpec)> {
+        let mut out = vec![(0, &self.source)];
+        let mut first = self.stages.len();
+        for branch in &self.branches {
+            out.push((first, &branch.source));
+            first += branch.stages.len();
+        }
+        out
+    }
+
+    /// Where stage `index`'s rows go; `None` for the main chain's last stage (the sink).
+    pub fn downstream(&self, index: usize) -> Option<Downstream<'_>> {
+        let (branch, i) = self.locate(index)?;
+        match branch {
+            None => self.stages.get(i + 1).map(|s| Downstream { stage: i + 1, exchange: &s.input, input: 0 }),
+            Some(b) => {
+                let branch_stages = &self.branches[b].stages;
+                match branch_stages.get(i + 1) {
+                    Some(next) => Some(Downstream { stage: index + 1, exchange: &next.input, input: 0 }),
+                    None => {
+                        let into = self.branches[b].into;
+                        let input = 1 + self.branches[..b].iter().filter(|o| o.into == into).count();
+                        Some(Downstream { stage: into, exchange: &self.branches[b].exchange, input })
+                    }
+                }
+            }
+        }
+    }
+
+    /// The stages feeding stage `index`, in input order (empty for a stage reading a source).
+    pub fn upstreams(&self, index: usize) -> Vec<usize> {
+        let mut feeding: Vec<(usize, usize)> = (0..self.stage_count())
+            .filter_map(|k| self.downstream(k).filter(|d| d.stage == index).map(|d| (d.input, k)))
+            .collect();
+        feeding.sort();
+        feeding.into_iter().map(|(_, k)| k).collect()
     }
 
     /// The parallelism of the sink (that of the last stage).
@@ -261,8 +369,19 @@ impl Dataflow {
         if let Some(changelog) = &self.changelog {
             out.push_str(&format!("output: upsert stream keyed by columns {:?}\n", changelog.key));
         }
-        for (i, stage) in self.stages.iter().enumerate() {
-            out.push_str(&format!("stage {i} input={:?}\n", stage.input));
+        for (b, branch) in self.branches.iter().enumerate() {
+            out.push_str(&format!(
+                "branch {b}: source {} time={:?} into stage {} input={:?}\n",
+                branch.source.table, branch.source.time, branch.into, branch.exchange
+            ));
+        }
+        for i in 0..self.stage_count() {
+            let Some(stage) = self.stage(i) else { continue };
+            let branch = match self.locate(i) {
+                Some((Some(b), _)) => format!(" (branch {b})"),
+                _ => String::new(),
+            };
+            out.push_str(&format!("stage {i}{branch} input={:?}\n", stage.input));
             for op in &stage.operators {
                 out.push_str(&format!("  {}\n", op.describe()));
             }

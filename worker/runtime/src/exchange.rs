@@ -53,8 +53,10 @@ pub fn local_subtasks(placement: Option<&ExchangePlacement>, parallelism: usize)
     (0..parallelism).filter(|j| is_local(placement, *j)).collect()
 }
 
-/// Opens the inbound channel from remote subtask `sender` of stage `stage` to local subtask
-/// `receiver` of stage `stage + 1`, delivering into `into`.
+/// Opens the inbound channel from a remote subtask of stage `stage` to local subtask `receiver`
+/// of its downstream stage, delivering into `into`. `sender` is the sending subtask's index
+/// among all senders of the receiving stage (its subtask number, after the senders of the
+/// stage's earlier inputs for a join), which the receiver sees on every message.
 pub(crate) fn expect_remote(
     placement: &ExchangePlacement,
     stage: usize,
@@ -96,8 +98,9 @@ pub(crate) enum SendError {
 }
 
 impl Target {
-    /// The target for subtask `receiver` of stage `stage + 1`, sent to by local subtask
-    /// `sender` of stage `stage`.
+    /// The target for subtask `receiver` of the stage downstream of `stage`, sent to by a
+    /// local subtask of `stage` whose index among the receiving stage's senders is `sender`
+    /// (see [`expect_remote`]).
     pub(crate) fn new(
         placement: Option<&ExchangePlacement>,
         local: &[Option<mpsc::Sender<Envelope>>],
@@ -112,7 +115,9 @@ impl Target {
             RuntimeError::InvalidDataflow(format!("no input channel for subtask {receiver}"))
         })?;
         let addr = placement.peers.get(&receiver).ok_or_else(|| {
-            RuntimeError::InvalidDataflow(format!("no worker runs slot {receiver} (stage {})", stage + 1))
+            RuntimeError::InvalidDataflow(format!(
+                "no worker runs slot {receiver} (downstream of stage {stage})"
+            ))
         })?;
         Ok(Target::Remote(Box::new(RemoteTarget {
             addr: addr.clone(),

@@ -60,7 +60,8 @@ impl Default for RunOptions {
     }
 }
 
-/// The connectors' ends: one source receiver per first-stage subtask, one sink sender per
+/// The connectors' ends: one source receiver per subtask of each stage reading a source (see
+/// [`Dataflow::source_stages`]: the main source's first, then each branch's), one sink sender per
 /// last-stage subtask (see [`Dataflow::sink_parallelism`]), and one late-output sender per
 /// instance of the window stage that has a late side output (see
 /// [`Dataflow::late_output_parallelism`]; empty without one). With a placement, only the
@@ -83,21 +84,22 @@ pub async fn run_dataflow(
     metrics: &RuntimeMetrics,
 ) -> Result<(), RuntimeError> {
     let p = options.parallelism;
-    let placement = options.placement.as_deref();
-    let local = |parallelism: usize| exchange::local_subtasks(placement, parallelism).len();
     if p == 0 || p > options.max_parallelism as usize {
         return Err(RuntimeError::InvalidDataflow(format!(
             "parallelism {p} must be between 1 and maxParallelism {}",
             options.max_parallelism
         )));
     }
-    if dataflow.stages.is_empty() {
+    if dataflow.stages.is_empty() || dataflow.branches.iter().any(|b| b.stages.is_empty()) {
         return Err(RuntimeError::InvalidDataflow("a dataflow needs at least one stage".into()));
     }
-    if io.sources.len() != local(p) || io.sinks.len() != local(dataflow.sink_parallelism(p)) {
+    let placement = options.placement.as_deref();
+    let local = |parallelism: usize| exchange::local_subtasks(placement, parallelism).len();
+    let source_stages = dataflow.source_stages();
+    let source_count = local(p) * source_stages.len();
+    if io.sources.len() != source_count || io.sinks.len() != local(dataflow.sink_parallelism(p)) {
         return Err(RuntimeError::InvalidDataflow(format!(
-            "expected {} sources and {} sinks, got {} and {}",
-            local(p),
+            "expected {source_count} sources and {} sinks, got {} and {}",
             local(dataflow.sink_parallelism(p)),
             io.sources.len(),
             io.sinks.len()
@@ -112,10 +114,16 @@ pub async fn run_dataflow(
         )));
     }
 
-    // Channels into every stage after the first: one receiver per subtask of this process.
-    let mut inputs: Vec<Vec<Option<mpsc::Receiver<Envelope>>>> = vec![Vec::new()];
-    let mut input_senders: Vec<Vec<Option<mpsc::Sender<Envelope>>>> = vec![Vec::new()];
-    for k in 1..dataflow.stages.len() {
+    // Channels into every stage that does not read a source: one receiver per subtask of
+    // this process.
+    let mut inputs: Vec<Vec<Option<mpsc::Receiver<Envelope>>>> = Vec::new();
+    let mut input_senders: Vec<Vec<Option<mpsc::Sender<Envelope>>>> = Vec::new();
+    for k in 0..dataflow.stage_count() {
+        if source_stages.iter().any(|(s, _)| *s == k) {
+            inputs.push(Vec::new());
+            input_senders.push(Vec::new());
+            continue;
+        }
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..dataflow.stage_parallelism(k, p))
             .map(|j| {
                 if !exchange::is_local(placement, j) {
@@ -128,21 +136,29 @@ pub async fn run_dataflow(
         inputs.push(rxs);
         input_senders.push(txs);
     }
+
     let mut tasks = JoinSet::new();
-    // Remote senders into this process's subtasks (forward edges never leave a slot).
+    // Remote senders into this process's subtasks (forward edges never leave a slot). A
+    // channel is named by the upstream stage, the sender's index among all senders of the
+    // receiving stage (inputs in order, see `input_senders_of`) and the receiver.
     if let Some(placement) = placement {
-        for (k, stage_inputs) in input_senders.iter().enumerate().skip(1) {
-            if matches!(dataflow.stages[k].input, Exchange::Forward) {
-                continue;
-            }
-            for (t, into) in stage_inputs.iter().enumerate() {
-                let Some(into) = into else { continue };
-                for j in 0..dataflow.stage_parallelism(k - 1, p) {
-                    if exchange::is_local(Some(placement), j) {
-                        continue;
+        for (k, stage_inputs) in input_senders.iter().enumerate() {
+            let senders_per_input = input_senders_of(dataflow, k, p);
+            for (input, upstream) in dataflow.upstreams(k).into_iter().enumerate() {
+                if matches!(dataflow.downstream(upstream).map(|d| d.exchange), Some(Exchange::Forward)) {
+                    continue;
+                }
+                let offset: usize = senders_per_input[..input].iter().sum();
+                for (t, into) in stage_inputs.iter().enumerate() {
+                    let Some(into) = into else { continue };
+                    for j in 0..dataflow.stage_parallelism(upstream, p) {
+                        if exchange::is_local(Some(placement), j) {
+                            continue;
+                        }
+                        let inbound =
+                            exchange::expect_remote(placement, upstream, offset + j, t, into.clone())?;
+                        tasks.spawn(exchange::watch_inbound(inbound));
                     }
-                    let inbound = exchange::expect_remote(placement, k - 1, j, t, into.clone())?;
-                    tasks.spawn(exchange::watch_inbound(inbound));
                 }
             }
         }
@@ -158,30 +174,35 @@ pub async fn run_dataflow(
     let mut sinks = io.sinks.into_iter();
     let mut sources = io.sources.into_iter();
     let mut late_senders = io.late.into_iter();
-    for (k, stage) in dataflow.stages.iter().enumerate() {
+    for k in 0..dataflow.stage_count() {
         let parallelism = dataflow.stage_parallelism(k, p);
         for j in exchange::local_subtasks(placement, parallelism) {
             let at =
                 Placement { stage: k, subtask: j, parallelism, max_parallelism: options.max_parallelism };
             let chain = Chain::new(dataflow, at, &ids[k], restore.as_deref(), metrics)?;
-            let output = if k + 1 == dataflow.stages.len() {
-                let sink =
-                    sinks.next().ok_or_else(|| RuntimeError::InvalidDataflow("missing sink".into()))?;
-                Output::Sink(sink)
-            } else {
-                let next = &dataflow.stages[k + 1].input;
-                let targets = match next {
-                    Exchange::Forward => vec![Target::new(placement, &input_senders[k + 1], k, j, j)?],
-                    Exchange::Hash(_) | Exchange::Single => (0..input_senders[k + 1].len())
-                        .map(|t| Target::new(placement, &input_senders[k + 1], k, j, t))
-                        .collect::<Result<_, _>>()?,
-                };
-                let me = if matches!(next, Exchange::Forward) { 0 } else { j };
-                Output::Exchange {
-                    exchange: next.clone(),
-                    me,
-                    targets,
-                    max_parallelism: options.max_parallelism,
+            let output = match dataflow.downstream(k) {
+                None => {
+                    let sink =
+                        sinks.next().ok_or_else(|| RuntimeError::InvalidDataflow("missing sink".into()))?;
+                    Output::Sink(sink)
+                }
+                Some(next) => {
+                    // Senders of earlier inputs of the same stage come first.
+                    let offset: usize = input_senders_of(dataflow, next.stage, p)[..next.input].iter().sum();
+                    let me = offset + if matches!(next.exchange, Exchange::Forward) { 0 } else { j };
+                    let into = &input_senders[next.stage];
+                    let targets = match next.exchange {
+                        Exchange::Forward => vec![Target::new(placement, into, k, me, j)?],
+                        Exchange::Hash(_) | Exchange::Single => (0..into.len())
+                            .map(|t| Target::new(placement, into, k, me, t))
+                            .collect::<Result<_, _>>()?,
+                    };
+                    Output::Exchange {
+                        exchange: next.exchange.clone(),
+                        me,
+                        targets,
+                        max_parallelism: options.max_parallelism,
+                    }
                 }
             };
             let labels = RuntimeMetrics::labels(format!("s{k}"));
@@ -206,21 +227,22 @@ pub async fn run_dataflow(
                 events: events.clone(),
                 final_positions: None,
             };
-            if k == 0 {
+            if let Some((_, spec)) = source_stages.iter().find(|(s, _)| *s == k) {
                 let source =
                     sources.next().ok_or_else(|| RuntimeError::InvalidDataflow("missing source".into()))?;
-                let spec = dataflow.source.clone();
+                let spec = (*spec).clone();
                 let tick = options.processing_time_tick;
                 tasks.spawn(async move { task.run_source(spec, source, tick).await });
             } else {
-                let senders = match stage.input {
-                    Exchange::Forward => 1,
-                    Exchange::Hash(_) | Exchange::Single => dataflow.stage_parallelism(k - 1, p),
-                };
+                // Input i's senders are numbered after those of inputs 0..i.
+                let mut input_of_sender = Vec::new();
+                for (input, senders) in input_senders_of(dataflow, k, p).into_iter().enumerate() {
+                    input_of_sender.extend(std::iter::repeat_n(input, senders));
+                }
                 let rx = inputs[k][j]
                     .take()
                     .ok_or_else(|| RuntimeError::InvalidDataflow("input reused".into()))?;
-                tasks.spawn(async move { task.run_exchange_input(rx, senders).await });
+                tasks.spawn(async move { task.run_exchange_input(rx, input_of_sender).await });
             }
         }
     }
@@ -241,6 +263,19 @@ pub async fn run_dataflow(
         }
     }
     Ok(())
+}
+
+/// How many senders each input of stage `k` has (in input order): one for a forward
+/// exchange, else every subtask of the upstream stage.
+fn input_senders_of(dataflow: &Dataflow, k: usize, p: usize) -> Vec<usize> {
+    dataflow
+        .upstreams(k)
+        .into_iter()
+        .map(|u| match dataflow.downstream(u).map(|d| d.exchange) {
+            Some(Exchange::Forward) => 1,
+            _ => dataflow.stage_parallelism(u, p),
+        })
+        .collect()
 }
 
 fn now_ms() -> i64 {
@@ -363,11 +398,14 @@ impl StageTask {
         }
     }
 
+    /// Runs a stage fed by an exchange; `input_of_sender[s]` is the stage input sender `s`
+    /// feeds (all 0 but for a join). Watermarks merge and barriers align over all senders.
     async fn run_exchange_input(
         &mut self,
         mut input: mpsc::Receiver<Envelope>,
-        senders: usize,
+        input_of_sender: Vec<usize>,
     ) -> Result<(), RuntimeError> {
+        let senders = input_of_sender.len();
         let mut watermarks = InputWatermarks::new(senders);
         let mut aligner = BarrierAligner::new(senders);
         // Messages released by an alignment, processed before anything new.
@@ -401,7 +439,10 @@ impl StageTask {
                     step
                 }
                 Aligned::Process(sender, message) => match message {
-                    StreamMessage::Batch(batch) => self.step(vec![batch], None, false).await,
+                    StreamMessage::Batch(batch) => {
+                        let from = input_of_sender.get(sender).copied().unwrap_or(0);
+                        self.step_input(from, vec![batch], None, false).await
+                    }
                     StreamMessage::Watermark(w) => match watermarks.update(sender, w) {
                         Some(merged) => self.step(Vec::new(), Some(merged), false).await,
                         None => Ok(()),
@@ -468,8 +509,19 @@ impl StageTask {
         watermark: Option<Watermark>,
         close: bool,
     ) -> Result<(), StepError> {
+        self.step_input(0, input, watermark, close).await
+    }
+
+    /// [`StageTask::step`] for rows of stage input `from`.
+    async fn step_input(
+        &mut self,
+        from: usize,
+        input: Vec<RecordBatch>,
+        watermark: Option<Watermark>,
+        close: bool,
+    ) -> Result<(), StepError> {
         let busy_since = Instant::now();
-        let output = self.chain.run(input, watermark, close);
+        let output = self.chain.run_input(from, input, watermark, close);
         self.busy.inc_by(busy_since.elapsed().as_secs_f64());
         let output = output.map_err(StepError::Failed)?;
         let side_output = std::mem::take(&mut self.chain.side_output);

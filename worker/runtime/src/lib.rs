@@ -22,7 +22,7 @@ pub mod watermarks;
 
 pub use checkpointing::{CheckpointIo, OperatorSnapshot, RestoredState, TaskAck, TaskEvent, operator_ids};
 pub use dataflow::{
-    Changelog, Dataflow, Exchange, LateOutput, OperatorSpec, SourceSpec, Stage, TimeAttribute,
+    Branch, Changelog, Dataflow, Exchange, LateOutput, OperatorSpec, SourceSpec, Stage, TimeAttribute,
 };
 pub use error::{OperatorError, RuntimeError};
 pub use exchange::{ExchangePlacement, local_subtasks};

@@ -64,6 +64,18 @@ pub trait Operator: Send {
         out: &mut Vec<RecordBatch>,
     ) -> Result<(), OperatorError>;
 
+    /// Processes one batch from input `input` (from 1) of an operator with several inputs (a
+    /// join); input 0 goes to [`Operator::process_batch`]. Single-input operators refuse it.
+    fn process_input(
+        &mut self,
+        input: usize,
+        _batch: RecordBatch,
+        _ctx: &OperatorContext,
+        _out: &mut Vec<RecordBatch>,
+    ) -> Result<(), OperatorError> {
+        Err(OperatorError::Invalid(format!("{} has one input, not input {input}", self.name())))
+    }
+
     /// Called when the watermark advances, before it is forwarded downstream; time-driven
     /// operators emit what the watermark completes.
     fn handle_watermark(

@@ -46,6 +46,7 @@ fn dataflow(second_stage: Option<Exchange>) -> Dataflow {
         output_schema: schema(),
         late_output: None,
         changelog: None,
+        branches: Vec::new(),
     }
 }
 

@@ -11,8 +11,10 @@ mod catalog;
 pub mod ddl;
 mod error;
 pub mod functions;
+mod settings;
 pub mod sinks;
 mod translate;
+mod versioned;
 
 use std::collections::HashMap;
 
@@ -35,6 +37,8 @@ use functions::{WindowFunctionKind, WindowGroupFunction};
 pub struct JobPlan {
     pub tables: HashMap<String, TableDef>,
     pub source: TableDef,
+    /// The other source tables of a job with joins, in the order of `dataflow.branches`.
+    pub join_sources: Vec<TableDef>,
     pub sink: TableDef,
     pub dataflow: Dataflow,
     /// DataFusion's logical plan of the query, for `explain`.
@@ -46,7 +50,8 @@ const START: Location = Location { line: 1, column: 1 };
 /// Parses and plans a job. Every error carries the line and column it refers to.
 pub fn plan_job(sql: &str) -> Result<JobPlan, SqlError> {
     let peeled = ddl::peel_extensions(sql)?;
-    let statements = DFParser::parse_sql_with_dialect(&peeled.sql, &GenericDialect {})
+    let (text, versioned) = versioned::peel(&peeled.sql)?;
+    let statements = DFParser::parse_sql_with_dialect(&text, &GenericDialect {})
         .map_err(|e| SqlError::from_datafusion(&e, START))?;
 
     let context = SessionContext::new();
@@ -60,6 +65,9 @@ pub fn plan_job(sql: &str) -> Result<JobPlan, SqlError> {
     let mut catalog = catalog::StreamCatalog::new(&state);
     let mut tables: HashMap<String, TableDef> = HashMap::new();
     let mut insert: Option<(Statement, Location)> = None;
+    let mut state_ttl_ms = None;
+    let set_keywords = settings::set_keywords(&peeled.sql);
+    let mut sets_seen = 0;
 
     for statement in statements {
         let DFStatement::Statement(statement) = statement else {
@@ -77,6 +85,12 @@ pub fn plan_job(sql: &str) -> Result<JobPlan, SqlError> {
                 catalog.add_table(&name, def.schema.clone());
                 tables.insert(name, def);
             }
+            Statement::Set(set) => {
+                // sqlparser gives SET statements no span: the n-th SET keyword is where it is.
+                let at = set_keywords.get(sets_seen).copied().unwrap_or(at);
+                sets_seen += 1;
+                state_ttl_ms = Some(settings::state_ttl(set, at)?);
+            }
             statement @ Statement::Insert(_) => {
                 if insert.is_some() {
                     return Err(SqlError::at(at, "a job has exactly one INSERT INTO … SELECT"));
@@ -88,7 +102,7 @@ pub fn plan_job(sql: &str) -> Result<JobPlan, SqlError> {
                     at,
                     format!("unsupported statement: {}", first_words(&other.to_string())),
                 )
-                .with_hint("a job is CREATE TABLE … WITH (…) statements and one INSERT INTO … SELECT"));
+                .with_hint("a job is CREATE TABLE … WITH (…) statements, SET 'table.exec.state.ttl' = '…', and one INSERT INTO … SELECT"));
             }
         }
     }
@@ -108,15 +122,28 @@ pub fn plan_job(sql: &str) -> Result<JobPlan, SqlError> {
     let query = Analyzer::new()
         .execute_and_check((*dml.input).clone(), state.config_options(), |_, _| {})
         .map_err(|e| SqlError::from_datafusion(&e, at))?;
-    let dataflow = translate::Translator::new(&tables, at).translate(&query)?;
+    let dataflow = translate::Translator::new(&tables, at)
+        .with_state_ttl(state_ttl_ms.flatten())
+        .with_versioned(versioned)
+        .translate(&query)?;
     sinks::check_sink(&sink, &dataflow, at)?;
     let source = tables[&dataflow.source.table].clone();
-    Ok(JobPlan { logical_plan: query.display_indent().to_string(), tables, source, sink, dataflow })
+    let join_sources = dataflow.branches.iter().map(|b| tables[&b.source.table].clone()).collect();
+    Ok(JobPlan {
+        logical_plan: query.display_indent().to_string(),
+        tables,
+        source,
+        join_sources,
+        sink,
+        dataflow,
+    })
 }
 
 fn first_words(statement: &str) -> String {
     statement.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
+#[cfg(test)]
+mod join_tests;
 #[cfg(test)]
 mod tests;

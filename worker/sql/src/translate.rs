@@ -12,11 +12,13 @@
 //! results) are refused here with a message and the statement's position, before anything
 //! runs.
 //!
-//! OVER windows ([`over`]), count windows ([`count_window`]), UNNEST ([`unnest`]) and
-//! updating aggregates ([`updating`]) are translated in their own modules.
+//! OVER windows ([`over`]), count windows ([`count_window`]), UNNEST ([`unnest`]),
+//! updating aggregates ([`updating`]) and joins ([`join`]) are translated in their own modules.
 
 mod count_window;
+mod join;
 mod over;
+mod rewrite_only;
 mod unnest;
 mod updating;
 
@@ -37,7 +39,7 @@ use millrace_runtime::operators::{
     SessionWindowSpec, WindowAggregateSpec, WindowAssigner, WindowOutputColumn,
 };
 use millrace_runtime::{
-    Changelog, Dataflow, Exchange, LateOutput, OperatorSpec, SourceSpec, Stage, TimeAttribute,
+    Branch, Changelog, Dataflow, Exchange, LateOutput, OperatorSpec, SourceSpec, Stage, TimeAttribute,
 };
 use millrace_types::changelog::{ROW_KIND_COLUMN, with_row_kind};
 
@@ -66,6 +68,8 @@ struct Partial {
     /// For an upsert stream, the type the hash exchange in front of the updating aggregate
     /// hashed each key column as (in key order; projections may cast the key columns).
     changelog_exchange_types: Vec<DataType>,
+    /// The further inputs of the joins in the subtree (see [`join`]).
+    branches: Vec<Branch>,
 }
 
 impl Partial {
@@ -83,16 +87,39 @@ pub struct Translator<'a> {
     planning: PhysicalPlanningContext,
     /// The statement's position, for errors the plan cannot place more precisely.
     at: Location,
+    /// `SET 'table.exec.state.ttl'`: how long a regular join keeps a row (None: forever).
+    state_ttl_ms: Option<i64>,
+    /// Tables read `FOR SYSTEM_TIME AS OF` (temporal joins), by name.
+    versioned: HashMap<String, crate::versioned::VersionedRead>,
 }
 
 impl<'a> Translator<'a> {
     pub fn new(tables: &'a HashMap<String, TableDef>, at: Location) -> Self {
-        Self { tables, props: ExecutionProps::new(), planning: PhysicalPlanningContext::default(), at }
+        Self {
+            tables,
+            props: ExecutionProps::new(),
+            planning: PhysicalPlanningContext::default(),
+            at,
+            state_ttl_ms: None,
+            versioned: HashMap::new(),
+        }
     }
 
-    pub fn translate(&self, plan: &LogicalPlan) -> Result<Dataflow, SqlError> {
-        let partial = self.node(plan)?;
-        let table = &self.tables[&partial.source];
+    /// Sets the tables read `FOR SYSTEM_TIME AS OF` (the right sides of temporal joins).
+    pub fn with_versioned(mut self, reads: Vec<crate::versioned::VersionedRead>) -> Self {
+        self.versioned = reads.into_iter().map(|r| (r.table.clone(), r)).collect();
+        self
+    }
+
+    /// Sets the state TTL of regular joins.
+    pub fn with_state_ttl(mut self, ttl_ms: Option<i64>) -> Self {
+        self.state_ttl_ms = ttl_ms;
+        self
+    }
+
+    /// The runtime's view of source table `name`.
+    fn source_spec(&self, name: &str) -> Result<SourceSpec, SqlError> {
+        let table = self.tables.get(name).ok_or_else(|| self.error(format!("unknown table '{name}'")))?;
         let time = match (table.watermark, table.proctime) {
             (Some(w), _) => TimeAttribute::EventTime {
                 column: w.column,
@@ -102,6 +129,29 @@ impl<'a> Translator<'a> {
             (None, Some(column)) => TimeAttribute::ProcessingTime { column },
             (None, None) => TimeAttribute::None,
         };
+        Ok(SourceSpec { table: table.name.clone(), schema: Arc::clone(&table.schema), time })
+    }
+
+    pub fn translate(&self, plan: &LogicalPlan) -> Result<Dataflow, SqlError> {
+        let partial = self.node(plan)?;
+        let table = &self.tables[&partial.source];
+        if let Some(read) = self.versioned.get(&partial.source) {
+            return Err(SqlError::at(
+                read.location,
+                "FOR SYSTEM_TIME AS OF reads the right side of a temporal join only",
+            )
+            .with_hint(
+                "FROM orders o JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.currency = r.currency",
+            ));
+        }
+        for branch in &partial.branches {
+            if let Some(def) = self.tables.get(&branch.source.table).filter(|t| t.late_output.is_some()) {
+                return Err(SqlError::at(
+                    def.location,
+                    "a late side output is not supported in a job with joins yet",
+                ));
+            }
+        }
         if table.late_output.is_some() && partial.late.is_none() {
             return Err(SqlError::at(
                 table.location,
@@ -112,11 +162,12 @@ impl<'a> Translator<'a> {
             ));
         }
         Ok(Dataflow {
-            source: SourceSpec { table: table.name.clone(), schema: Arc::clone(&table.schema), time },
+            source: self.source_spec(&partial.source)?,
             stages: partial.stages,
             output_schema: Arc::new(plan.schema().as_arrow().clone()),
             late_output: partial.late,
             changelog: partial.changelog.map(|key| Changelog { key }),
+            branches: partial.branches,
         })
     }
 
@@ -125,7 +176,8 @@ impl<'a> Translator<'a> {
     }
 
     fn physical(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, SqlError> {
-        create_physical_expr(expr, schema, &self.props, &self.planning)
+        let expr = rewrite_only::rewrite(expr, schema).map_err(|e| SqlError::from_datafusion(&e, self.at))?;
+        create_physical_expr(&expr, schema, &self.props, &self.planning)
             .map_err(|e| SqlError::from_datafusion(&e, self.at))
     }
 
@@ -156,6 +208,7 @@ impl<'a> Translator<'a> {
                     late: None,
                     changelog: None,
                     changelog_exchange_types: Vec::new(),
+                    branches: Vec::new(),
                 };
                 if let Some(projection) = &scan.projection {
                     let exprs: Vec<Arc<dyn PhysicalExpr>> = projection
@@ -221,9 +274,10 @@ impl<'a> Translator<'a> {
             LogicalPlan::Join(join) if unnest::is_lateral_unnest(join) => Err(self
                 .error("CROSS JOIN UNNEST(…) is planned as a join, which streaming jobs do not run yet")
                 .with_hint("write the UNNEST in the SELECT list: SELECT id, UNNEST(tags) AS tag FROM t")),
+            LogicalPlan::Join(join) => self.join(join),
             other => Err(self
                 .error(format!("{} is not supported in a streaming job yet", other.display()))
-                .with_hint("supported: projections, filters, DISTINCT, UNNEST, OVER windows, GROUP BY (with or without tumble()/hop()/session()/cumulate()/count_window())")),
+                .with_hint("supported: projections, filters, DISTINCT, UNNEST, OVER windows, GROUP BY (with or without tumble()/hop()/session()/cumulate()/count_window()), JOIN … ON equalities")),
         }
     }
 

@@ -190,7 +190,7 @@ async fn start(
         let coordinator = Coordinator::new(
             storage,
             settings.clone(),
-            job_shape(&job.plan, &job.source_table, p, options.max_parallelism),
+            job_shape(&job.plan, &job.source_table, &job.join_sources, p, options.max_parallelism),
             barriers,
             task_events,
             sides,

@@ -170,63 +170,81 @@ async fn run(
     }
     let barriers = BarrierTrigger::default();
     let source_stop = StopSignal::default();
-    match start_source_instances(
-        &job.source_table,
-        job.source,
-        &source_instances,
-        p,
-        options.channel_capacity,
-        &metrics.connectors,
-        &source_stop,
-        &barriers,
-        restored.as_ref().map(|r| &r.sources),
-    ) {
-        Ok((sources, started)) => {
-            threads.extend(started);
-            let mut relays = tokio::task::JoinSet::new();
-            relays.spawn(relay_sink_acks(attempt.clone(), 0, sink_acks, out.clone()));
-            relays.spawn(relay_sink_acks(attempt.clone(), 1, late_acks, out.clone()));
-            drop((sink_acks_tx, late_acks_tx));
-            let mut sides: HashMap<(usize, usize), mpsc::Sender<SinkMessage>> = HashMap::new();
-            sides.extend(sink_instances.iter().zip(&sinks).map(|(i, s)| ((0, *i), s.clone())));
-            sides.extend(late_instances.iter().zip(&late).map(|(i, s)| ((1, *i), s.clone())));
-            let (cancel_tx, cancelled) = oneshot::channel();
-            let previous = Previous::default();
-            relays.spawn(carry_out(commands, barriers, sides, previous.clone(), cancel_tx));
-            let checkpoints = if let Some(url) = &deployment.checkpoint_storage {
-                let storage =
-                    CheckpointStorage::open(url).map_err(|e| JobError::Checkpoint(e.to_string()))?;
-                let stages = (0..dataflow.stages.len()).map(|k| dataflow.stage_parallelism(k, p)).collect();
-                let writer = AckWriter::new(storage, stages, options.max_parallelism);
-                let (events, task_events) = mpsc::unbounded_channel();
-                relays.spawn(relay_task_events(attempt.clone(), task_events, writer, previous, out.clone()));
-                Some(CheckpointIo { events, restore: restored.as_ref().map(|r| Arc::clone(&r.state)) })
-            } else {
-                None
-            };
-            let io = DataflowIo { sources, sinks, late, checkpoints };
-            let run_options = RunOptions {
-                parallelism: p,
-                max_parallelism: options.max_parallelism,
-                channel_capacity: options.channel_capacity,
-                placement: Some(placement),
-                ..RunOptions::default()
-            };
-            let outcome =
-                drive(&dataflow, io, &run_options, metrics, &mut threads, cancelled, &attempt, out).await;
-            source_stop.stop();
-            // The command relay holds sink senders; without it the sinks finish.
-            relays.abort_all();
-            while relays.join_next().await.is_some() {}
-            let joined = join_all(threads).await;
-            outcome.and(joined)
-        }
-        Err(err) => {
-            drop((sinks, late));
-            join_all(threads).await?;
-            Err(err.into())
+    // This worker's instances of every source, main source first, then each join source in
+    // the order of the dataflow's branches (as the executor takes them).
+    let mut inputs = vec![(job.source_table, job.source, restored.as_ref().map(|r| r.sources.clone()))];
+    for (table, connector) in job.join_sources {
+        let restore = restored.as_ref().and_then(|r| r.by_table.get(&table.name).cloned());
+        inputs.push((table, connector, restore));
+    }
+    let mut sources = Vec::new();
+    let mut source_threads = Vec::new();
+    let mut failed = None;
+    for (table, connector, restore) in inputs {
+        match start_source_instances(
+            &table,
+            connector,
+            &source_instances,
+            p,
+            options.channel_capacity,
+            &metrics.connectors,
+            &source_stop,
+            &barriers,
+            restore.as_ref(),
+        ) {
+            Ok((receivers, started)) => {
+                sources.extend(receivers);
+                source_threads.extend(started);
+            }
+            Err(err) => {
+                failed = Some(err);
+                break;
+            }
         }
     }
+    if let Some(err) = failed {
+        source_stop.stop();
+        drop((sources, sinks, late));
+        join_all(source_threads).await?;
+        join_all(threads).await?;
+        return Err(err.into());
+    }
+    threads.extend(source_threads);
+    let mut relays = tokio::task::JoinSet::new();
+    relays.spawn(relay_sink_acks(attempt.clone(), 0, sink_acks, out.clone()));
+    relays.spawn(relay_sink_acks(attempt.clone(), 1, late_acks, out.clone()));
+    drop((sink_acks_tx, late_acks_tx));
+    let mut sides: HashMap<(usize, usize), mpsc::Sender<SinkMessage>> = HashMap::new();
+    sides.extend(sink_instances.iter().zip(&sinks).map(|(i, s)| ((0, *i), s.clone())));
+    sides.extend(late_instances.iter().zip(&late).map(|(i, s)| ((1, *i), s.clone())));
+    let (cancel_tx, cancelled) = oneshot::channel();
+    let previous = Previous::default();
+    relays.spawn(carry_out(commands, barriers, sides, previous.clone(), cancel_tx));
+    let checkpoints = if let Some(url) = &deployment.checkpoint_storage {
+        let storage = CheckpointStorage::open(url).map_err(|e| JobError::Checkpoint(e.to_string()))?;
+        let stages = (0..dataflow.stage_count()).map(|k| dataflow.stage_parallelism(k, p)).collect();
+        let writer = AckWriter::new(storage, stages, options.max_parallelism);
+        let (events, task_events) = mpsc::unbounded_channel();
+        relays.spawn(relay_task_events(attempt.clone(), task_events, writer, previous, out.clone()));
+        Some(CheckpointIo { events, restore: restored.as_ref().map(|r| Arc::clone(&r.state)) })
+    } else {
+        None
+    };
+    let io = DataflowIo { sources, sinks, late, checkpoints };
+    let run_options = RunOptions {
+        parallelism: p,
+        max_parallelism: options.max_parallelism,
+        channel_capacity: options.channel_capacity,
+        placement: Some(placement),
+        ..RunOptions::default()
+    };
+    let outcome = drive(&dataflow, io, &run_options, metrics, &mut threads, cancelled, &attempt, out).await;
+    source_stop.stop();
+    // The command relay holds sink senders; without it the sinks finish.
+    relays.abort_all();
+    while relays.join_next().await.is_some() {}
+    let joined = join_all(threads).await;
+    outcome.and(joined)
 }
 
 /// Runs the dataflow until cancelled or failed. When this worker's input ends it reports
