@@ -6,7 +6,7 @@
 //! interruption. A job whose sink fails on a worker is restarted, then FAILED with the
 //! reason once it failed more often than `--restart-attempts` allows. A worker that hangs
 //! (SIGSTOP) is found by its missing heartbeats and replaced; when it wakes up it registers
-//! again.
+//! again. A join (two generators) over two workers gives what one process gives.
 
 #[path = "support/roles.rs"]
 mod roles_support;
@@ -206,5 +206,65 @@ fn a_hung_worker_is_found_by_its_heartbeats_and_replaced_and_registers_again_whe
     hung.signal("CONT");
     coordinator.wait_for_job("the woken worker registering again", |job| job["workers"] == 3);
     assert_eq!(phase(&coordinator.job()), "RUNNING", "a spare worker registering does not disturb the job");
+    assert!(coordinator.terminate().success(), "{}", coordinator.logs());
+}
+
+/// Two generators joined on a key, then counted per key: both join inputs cross processes
+/// (hash exchanges from every source subtask into the join stage's subtasks).
+fn join_sql(output: &Path) -> String {
+    format!(
+        "CREATE TABLE a (v BIGINT) WITH (connector = 'generator', count = '3000', min = '0',
+           max = '49', seed = '3', batch_size = '100', rows_per_second = '3000');
+         CREATE TABLE b (w BIGINT) WITH (connector = 'generator', count = '200', min = '0',
+           max = '49', seed = '5', batch_size = '50', rows_per_second = '400');
+         CREATE TABLE output (k BIGINT, n BIGINT, s BIGINT, PRIMARY KEY (k) NOT ENFORCED)
+           WITH (connector = 'file', path = '{}', format = 'json');
+         INSERT INTO output SELECT a.v AS k, COUNT(*) AS n, SUM(b.w) AS s FROM a JOIN b ON a.v = b.w GROUP BY a.v;",
+        output.display()
+    )
+}
+
+#[test]
+fn a_join_runs_over_processes_like_in_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let reference = d.join("reference.jsonl");
+    std::fs::write(d.join("reference.sql"), join_sql(&reference)).expect("job");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_millrace-worker"))
+        .args(["--ops-addr", &format!("127.0.0.1:{}", free_port()), "run", "-f"])
+        .arg(d.join("reference.sql"))
+        .args(["--parallelism", "4"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run");
+    assert!(status.success());
+    let expected = final_table(&reference);
+    assert!(expected.len() > 10, "the inputs share keys: {expected:?}");
+
+    let output = d.join("output.jsonl");
+    let job = d.join("job.sql");
+    std::fs::write(&job, join_sql(&output)).expect("job");
+    let rpc = format!("127.0.0.1:{}", free_port());
+    let checkpoints = format!("file://{}/checkpoints", d.display());
+    let args = owned(&[
+        "coordinator",
+        "-f",
+        &job.display().to_string(),
+        "--parallelism",
+        "4",
+        "--listen",
+        &rpc,
+        "--checkpoint-dir",
+        &checkpoints,
+        "--checkpoint-interval",
+        "200ms",
+    ]);
+    let mut coordinator = RoleProcess::start("coordinator", d, &args, &[]);
+    let worker_args = owned(&["worker", "--coordinator", &rpc, "--slots", "2"]);
+    let _workers: Vec<RoleProcess> =
+        (0..2).map(|i| RoleProcess::start(&format!("worker-{i}"), d, &worker_args, &[])).collect();
+    let finished = coordinator.wait_for_job("the join to finish", |job| phase(job) == "FINISHED");
+    assert_eq!(finished["workers"], 2, "{finished}");
+    assert_eq!(final_table(&output), expected, "the join over processes differs from one process");
     assert!(coordinator.terminate().success(), "{}", coordinator.logs());
 }
