@@ -347,6 +347,33 @@ pub struct SavepointInfo {
     pub parallelism: i32,
 }
 
+/// One deployment of a job: a coordinator and workers started from one spec. A new one
+/// starts for every upgrade, restart or resume; its number names its checkpoint folder.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentRecord {
+    /// 1 for the first deployment, one more for each after it.
+    pub number: i64,
+    /// The savepoint or checkpoint it restored from; none for a fresh start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<String>,
+    /// RFC 3339.
+    pub started_at: String,
+}
+
+/// A savepoint requested through the coordinator's control API.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingSavepoint {
+    /// The coordinator's id of the request (`GET /v1/savepoints/{id}`).
+    pub request_id: i64,
+    pub trigger: SavepointTrigger,
+    /// The job stops once the savepoint is taken (upgrades and suspends).
+    pub stop: bool,
+    /// RFC 3339.
+    pub requested_at: String,
+}
+
 /// What the operator last observed and did.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -397,6 +424,14 @@ pub struct StreamJobStatus {
     /// The last `savepointTriggerNonce` acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_savepoint_trigger_nonce: Option<i64>,
+
+    /// The deployment of the job that runs now (or ran last): what the operator started it from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentRecord>,
+
+    /// A savepoint the operator asked the coordinator for and has not seen finish yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_savepoint: Option<PendingSavepoint>,
 
     /// The last failure, as a person should read it (e.g. the SQL error with line and column).
     #[serde(default, skip_serializing_if = "Option::is_none")]
