@@ -47,6 +47,13 @@ pub const DEFAULT_MAX_PARALLELISM: i32 = 128;
         priority = 1,
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
+    printcolumn(name = "Job", type_ = "string", priority = 1, json_path = ".status.jobId"),
+    printcolumn(
+        name = "Last Savepoint",
+        type_ = "date",
+        priority = 1,
+        json_path = ".status.lastSavepoint.completedAt"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = ::kube::core::Rule::new(
         "self.spec.parallelism <= (has(self.spec.maxParallelism) ? self.spec.maxParallelism : 128)"

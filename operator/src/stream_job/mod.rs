@@ -167,6 +167,11 @@ fn requeue_after(phase: JobPhase, poll: Duration) -> Duration {
 }
 
 async fn reconcile_job(job: &StreamJob, ctx: &Context) -> Result<Action, Error> {
+    if job.metadata.deletion_timestamp.is_some() {
+        // Being deleted (alone or with its namespace): the garbage collector removes the
+        // children; recreating a Deployment it just removed would only race it.
+        return Ok(Action::await_change());
+    }
     let namespace = job.namespace().unwrap_or_default();
     let name = job.name_any();
     let api: Api<StreamJob> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -209,10 +214,14 @@ async fn write_status(
     job: &StreamJob,
     next: &StreamJobStatus,
 ) -> Result<(), Error> {
-    if job.status.as_ref() != Some(next) {
-        status::write(api, name, next).await?;
+    if job.status.as_ref() == Some(next) {
+        return Ok(());
     }
-    Ok(())
+    match status::write(api, name, next).await {
+        // Deleted while being reconciled (its Deployments' deletion woke it up): nothing to report to.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        written => Ok(written?),
+    }
 }
 
 /// Carries out the decided step.
