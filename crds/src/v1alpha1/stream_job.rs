@@ -355,15 +355,22 @@ pub struct SavepointInfo {
 }
 
 /// One deployment of a job: a coordinator and workers started from one spec. A new one
-/// starts for every upgrade, restart or resume; its number names its checkpoint folder.
+/// starts for every upgrade, restart or resume; its number names its checkpoint folder
+/// unless it continues the folder of the one before.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentRecord {
     /// 1 for the first deployment, one more for each after it.
     pub number: i64,
-    /// The savepoint or checkpoint it restored from; none for a fresh start.
+    /// The savepoint it starts from when its checkpoint folder holds no checkpoint yet
+    /// (`--restore-from`); none for a fresh start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_from: Option<String>,
+    /// The number of the checkpoint folder it uses, when not its own: a `last-state`
+    /// deployment keeps the folder of the one before, whose latest checkpoint the coordinator
+    /// restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_folder: Option<i64>,
     /// RFC 3339.
     pub started_at: String,
 }

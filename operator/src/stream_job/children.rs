@@ -85,8 +85,9 @@ pub fn job_storage(spec: &StreamJobSpec, namespace: &str, name: &str, defaults: 
     Some(format!("{}/{namespace}/{name}", base.trim_end_matches('/')))
 }
 
-/// Checkpoints of one deployment: a fresh folder each, so a restarted coordinator restores
-/// its own deployment's latest checkpoint and never an older deployment's.
+/// Checkpoints of one deployment, in a folder of its own (or, for `last-state`, the folder of
+/// the deployment it continues): a coordinator restores the latest checkpoint of its folder,
+/// so it never restores an older deployment's checkpoint after a savepoint or a fresh start.
 pub fn checkpoint_dir(storage: &str, deployment: i64) -> String {
     format!("{storage}/checkpoints/{deployment}")
 }
@@ -215,7 +216,7 @@ pub fn coordinator_args(job: &StreamJob, record: &DeploymentRecord, defaults: &D
         let retained = checkpointing.and_then(|c| c.retained).unwrap_or(3);
         args.extend([
             "--checkpoint-dir".into(),
-            checkpoint_dir(&storage, record.number),
+            checkpoint_dir(&storage, record.checkpoint_folder.unwrap_or(record.number)),
             "--checkpoint-interval".into(),
             format!("{interval}ms"),
             "--checkpoints-retained".into(),
@@ -364,6 +365,7 @@ mod tests {
         DeploymentRecord {
             number,
             restore_from: restore_from.map(str::to_owned),
+            checkpoint_folder: None,
             started_at: "2026-12-02T00:00:00Z".into(),
         }
     }
@@ -442,6 +444,17 @@ mod tests {
         let annotations =
             spec.template.metadata.as_ref().and_then(|m| m.annotations.clone()).expect("annotations");
         assert_eq!(annotations[DEPLOYMENT_ANNOTATION], "4");
+    }
+
+    #[test]
+    fn a_last_state_deployment_continues_the_folder_before() {
+        let j = job(include_str!("../../tests/fixtures/stream_job/seed.yaml"));
+        let mut continued = record(5, None);
+        continued.checkpoint_folder = Some(3);
+        let args = coordinator_args(&j, &continued, &defaults());
+        let at = args.iter().position(|a| a == "--checkpoint-dir").expect("checkpoint dir");
+        assert_eq!(args[at + 1], "file:///tmp/checkpoints/jobs/filter/checkpoints/3");
+        assert!(!args.iter().any(|a| a == "--restore-from"));
     }
 
     #[test]

@@ -36,8 +36,6 @@ pub struct Observed {
     pub deployed: bool,
     /// The coordinator's `GET /v1/job`, if it answered.
     pub job: Option<JobView>,
-    /// The latest completed checkpoint's location, from the coordinator or the last status.
-    pub latest_checkpoint: Option<String>,
     /// The pending savepoint request as the coordinator reports it now.
     pub pending: PendingLookup,
     /// The job has checkpoint storage (savepoints are possible).
@@ -125,11 +123,27 @@ fn parse_time(text: &str) -> Option<Timestamp> {
     text.parse().ok()
 }
 
-fn next_record(status: &StreamJobStatus, restore_from: Option<String>, now: &str) -> DeploymentRecord {
+/// The next deployment with a checkpoint folder of its own, starting from `restore_from`.
+fn fresh_record(status: &StreamJobStatus, restore_from: Option<String>, now: &str) -> DeploymentRecord {
     DeploymentRecord {
         number: status.deployment.as_ref().map_or(1, |d| d.number + 1),
         restore_from,
+        checkpoint_folder: None,
         started_at: now.to_owned(),
+    }
+}
+
+/// The next deployment continuing the checkpoint folder of the one before: the coordinator
+/// restores its latest checkpoint, else the savepoint the one before started from.
+fn last_state_record(status: &StreamJobStatus, now: &str) -> DeploymentRecord {
+    match &status.deployment {
+        Some(previous) => DeploymentRecord {
+            number: previous.number + 1,
+            restore_from: previous.restore_from.clone(),
+            checkpoint_folder: Some(previous.checkpoint_folder.unwrap_or(previous.number)),
+            started_at: now.to_owned(),
+        },
+        None => fresh_record(status, None, now),
     }
 }
 
@@ -178,23 +192,24 @@ pub fn now_text(now: Timestamp) -> String {
     Timestamp::from_second(now.as_second()).unwrap_or(now).to_string()
 }
 
-/// Where a job that is not running starts from: a savepoint that stopped it, else (unless
-/// stateless) its latest checkpoint, else the initial savepoint for the very first start.
-fn resume_point(job: &StreamJob, observed: &Observed) -> Option<String> {
+/// How a job that is not running starts again: from the savepoint that suspended it, else
+/// (unless stateless) where it left off, else fresh; the very first start from the initial
+/// savepoint.
+fn resume_record(job: &StreamJob, now: &str) -> DeploymentRecord {
     let status = job.status.clone().unwrap_or_default();
     if status.deployment.is_none() {
-        return job.spec.initial_savepoint.clone();
+        return fresh_record(&status, job.spec.initial_savepoint.clone(), now);
     }
     if let Some(savepoint) = &status.last_savepoint
-        && matches!(savepoint.trigger, SavepointTrigger::Suspend | SavepointTrigger::Upgrade)
+        && savepoint.trigger == SavepointTrigger::Suspend
         && status.phase == millrace_crds::v1alpha1::JobPhase::Suspended
     {
-        return Some(savepoint.location.clone());
+        return fresh_record(&status, Some(savepoint.location.clone()), now);
     }
     if job.spec.upgrade_mode == UpgradeMode::Stateless {
-        return None;
+        return fresh_record(&status, None, now);
     }
-    observed.latest_checkpoint.clone().or_else(|| status.deployment.and_then(|d| d.restore_from))
+    last_state_record(&status, now)
 }
 
 /// Decides the next step for `job`.
@@ -220,7 +235,7 @@ pub fn decide(job: &StreamJob, observed: &Observed, now: Timestamp) -> Decision 
     match &outcome {
         Some(SavepointOutcome::Completed(info)) if info.trigger == SavepointTrigger::Upgrade => {
             let step = Step::Deploy {
-                record: next_record(&status, Some(info.location.clone()), &now_str),
+                record: fresh_record(&status, Some(info.location.clone()), &now_str),
                 reason: DeployReason::Upgrade,
             };
             return decision(step, outcome, None);
@@ -231,7 +246,7 @@ pub fn decide(job: &StreamJob, observed: &Observed, now: Timestamp) -> Decision 
         Some(SavepointOutcome::Failed { trigger: SavepointTrigger::Upgrade, error }) => {
             let warning =
                 format!("the upgrade savepoint failed ({error}); redeploying from the latest checkpoint");
-            let record = next_record(&status, observed.latest_checkpoint.clone(), &now_str);
+            let record = last_state_record(&status, &now_str);
             return decision(Step::Deploy { record, reason: DeployReason::Upgrade }, outcome, Some(warning));
         }
         Some(SavepointOutcome::Failed { trigger: SavepointTrigger::Suspend, error }) => {
@@ -264,7 +279,7 @@ pub fn decide(job: &StreamJob, observed: &Observed, now: Timestamp) -> Decision 
 
     if !observed.deployed || status.deployment.is_none() || deployed_spec.is_none() {
         let reason = if status.deployment.is_none() { DeployReason::Initial } else { DeployReason::Resume };
-        let record = next_record(&status, resume_point(job, observed), &now_str);
+        let record = resume_record(job, &now_str);
         return decision(Step::Deploy { record, reason }, outcome, None);
     }
     let deployed = deployed_spec.unwrap_or_else(|| job.spec.clone());
@@ -279,13 +294,10 @@ pub fn decide(job: &StreamJob, observed: &Observed, now: Timestamp) -> Decision 
             UpgradeMode::LastState if rescale_only => UpgradeMode::Savepoint,
             mode => mode,
         };
-        let upgrade = |restore_from| Step::Deploy {
-            record: next_record(&status, restore_from, &now_str),
-            reason: DeployReason::Upgrade,
-        };
+        let upgrade = |record| Step::Deploy { record, reason: DeployReason::Upgrade };
         return match mode {
-            UpgradeMode::Stateless => decision(upgrade(None), outcome, None),
-            UpgradeMode::LastState => decision(upgrade(observed.latest_checkpoint.clone()), outcome, None),
+            UpgradeMode::Stateless => decision(upgrade(fresh_record(&status, None, &now_str)), outcome, None),
+            UpgradeMode::LastState => decision(upgrade(last_state_record(&status, &now_str)), outcome, None),
             UpgradeMode::Savepoint if savepoints_possible => decision(
                 Step::TriggerSavepoint { trigger: SavepointTrigger::Upgrade, stop: true },
                 outcome,
@@ -293,9 +305,9 @@ pub fn decide(job: &StreamJob, observed: &Observed, now: Timestamp) -> Decision 
             ),
             UpgradeMode::Savepoint => {
                 let warning = "upgrading without a savepoint: the job has no checkpoint storage or its \
-                               coordinator is not running; restoring from the latest checkpoint instead"
+                               coordinator is not running; continuing from its latest checkpoint instead"
                     .to_owned();
-                decision(upgrade(observed.latest_checkpoint.clone()), outcome, Some(warning))
+                decision(upgrade(last_state_record(&status, &now_str)), outcome, Some(warning))
             }
         };
     }

@@ -19,13 +19,7 @@ fn running_view() -> JobView {
 }
 
 fn observed_running() -> Observed {
-    Observed {
-        deployed: true,
-        job: Some(running_view()),
-        latest_checkpoint: Some("file:///c/chk-7".into()),
-        pending: PendingLookup::Unknown,
-        has_storage: true,
-    }
+    Observed { deployed: true, job: Some(running_view()), pending: PendingLookup::Unknown, has_storage: true }
 }
 
 fn with_pending(mut job: StreamJob, trigger: SavepointTrigger, stop: bool) -> StreamJob {
@@ -97,12 +91,13 @@ fn last_state_redeploys_at_once_and_stateless_starts_fresh() {
     j.spec.upgrade_mode = UpgradeMode::LastState;
     let d = decide(&j, &observed_running(), now());
     let Step::Deploy { record, .. } = d.step else { panic!("{d:?}") };
-    assert_eq!(record.restore_from.as_deref(), Some("file:///c/chk-7"));
+    assert_eq!((record.number, record.checkpoint_folder), (2, Some(1)), "continues folder 1");
+    assert_eq!(record.restore_from, None);
 
     j.spec.upgrade_mode = UpgradeMode::Stateless;
     let d = decide(&j, &observed_running(), now());
     let Step::Deploy { record, .. } = d.step else { panic!("{d:?}") };
-    assert_eq!(record.restore_from, None);
+    assert_eq!((record.restore_from, record.checkpoint_folder), (None, None), "a new folder, fresh");
 }
 
 #[test]
@@ -121,7 +116,7 @@ fn an_upgrade_of_a_job_that_is_not_running_falls_back_to_the_latest_checkpoint()
     let crashed = Observed { job: None, ..observed_running() };
     let d = decide(&j, &crashed, now());
     let Step::Deploy { record, .. } = d.step else { panic!("{d:?}") };
-    assert_eq!(record.restore_from.as_deref(), Some("file:///c/chk-7"));
+    assert_eq!(record.checkpoint_folder, Some(1), "continues from the latest checkpoint of folder 1");
     assert!(d.warning.is_some_and(|w| w.contains("without a savepoint")));
 }
 
@@ -152,7 +147,7 @@ fn suspend_takes_a_savepoint_removes_the_pods_and_resume_restores_it() {
     let Step::Deploy { record, reason } = d.step else { panic!("{d:?}") };
     assert_eq!(reason, DeployReason::Resume);
     assert_eq!(record.restore_from.as_deref(), Some("file:///sp/sp-9"));
-    assert_eq!(record.number, 2);
+    assert_eq!((record.number, record.checkpoint_folder), (2, None));
 }
 
 #[test]
@@ -206,7 +201,7 @@ fn a_lost_savepoint_request_fails_and_a_failed_upgrade_savepoint_falls_back() {
     let d = decide(&j, &lost, now());
     assert!(matches!(d.outcome, Some(SavepointOutcome::Failed { trigger: SavepointTrigger::Upgrade, .. })));
     let Step::Deploy { record, .. } = d.step else { panic!("{d:?}") };
-    assert_eq!(record.restore_from.as_deref(), Some("file:///c/chk-7"));
+    assert_eq!(record.checkpoint_folder, Some(1));
     assert!(d.warning.is_some());
 }
 

@@ -125,7 +125,11 @@ async fn reconcile(guard: Arc<DeserializeGuard<StreamJob>>, ctx: Arc<Context>) -
     let started = Instant::now();
     let result = async {
         match &guard.0 {
-            Ok(job) => reconcile_job(job, &ctx).await,
+            Ok(job) => match latest(job, &ctx).await {
+                Ok(Some(job)) => reconcile_job(&job, &ctx).await,
+                Ok(None) => Ok(Action::await_change()),
+                Err(err) => Err(err),
+            },
             Err(invalid) => report_malformed(invalid, &ctx).await,
         }
     }
@@ -136,6 +140,14 @@ async fn reconcile(guard: Arc<DeserializeGuard<StreamJob>>, ctx: Arc<Context>) -
         ctx.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
     }
     result
+}
+
+/// The job as the API server has it now. The watch cache can lag behind the status this
+/// controller just wrote, and the lifecycle must never act twice on one savepoint (a stale
+/// `pendingSavepoint` would look lost and redeploy again).
+async fn latest(job: &StreamJob, ctx: &Context) -> Result<Option<StreamJob>, Error> {
+    let api: Api<StreamJob> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+    Ok(api.get_opt(&job.name_any()).await?)
 }
 
 fn error_policy(guard: Arc<DeserializeGuard<StreamJob>>, error: &Error, ctx: Arc<Context>) -> Action {

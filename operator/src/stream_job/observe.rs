@@ -54,11 +54,6 @@ pub async fn observe(
         Some(view) => latest_checkpoint(coordinator, &namespace, &name, view).await,
         None => None,
     };
-    let latest_checkpoint = checkpoint
-        .as_ref()
-        .or(status.last_checkpoint.as_ref())
-        .map(|c| c.location.clone())
-        .or_else(|| status.deployment.as_ref().and_then(|d| d.restore_from.clone()));
     let workers = worker_deployment.map(|d| {
         let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
@@ -67,7 +62,6 @@ pub async fn observe(
     let observed = Observed {
         deployed,
         job: job_view,
-        latest_checkpoint,
         pending,
         has_storage: job_storage(&job.spec, &namespace, &name, defaults).is_some(),
     };

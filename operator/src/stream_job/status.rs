@@ -308,7 +308,12 @@ mod tests {
     #[test]
     fn a_deployment_records_the_spec_and_waits_for_the_pods() {
         let j = job(include_str!("../../tests/fixtures/stream_job/seed.yaml"));
-        let record = DeploymentRecord { number: 1, restore_from: None, started_at: NOW.into() };
+        let record = DeploymentRecord {
+            number: 1,
+            restore_from: None,
+            checkpoint_folder: None,
+            started_at: NOW.into(),
+        };
         let decision = Decision {
             step: Step::Deploy { record: record.clone(), reason: DeployReason::Initial },
             outcome: None,
