@@ -48,6 +48,8 @@ pub async fn observe(
                 PendingLookup::Unknown
             }
         },
+        // The coordinator that was asked is gone with its Deployment: so is the request.
+        (Some(_), None) if !deployed => PendingLookup::Lost,
         _ => PendingLookup::Unknown,
     };
     let checkpoint = match &job_view {
