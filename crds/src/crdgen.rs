@@ -98,7 +98,20 @@ mod tests {
         assert_eq!(scale.label_selector_path.as_deref(), Some(".status.selector"));
         let columns: Vec<&str> =
             version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
-        assert_eq!(columns, ["Phase", "Parallelism", "Workers", "Ready", "Last Checkpoint", "Reason", "Age"]);
+        assert_eq!(
+            columns,
+            [
+                "Phase",
+                "Parallelism",
+                "Workers",
+                "Ready",
+                "Last Checkpoint",
+                "Reason",
+                "Job",
+                "Last Savepoint",
+                "Age"
+            ]
+        );
         let schema = serde_json::to_value(&version.schema).expect("schema serializes");
         let rules = schema["openAPIV3Schema"]["x-kubernetes-validations"].to_string();
         assert!(rules.contains("self.spec.parallelism <="), "parallelism rule: {rules}");

@@ -1,7 +1,7 @@
 //! The StreamJob CustomResourceDefinition as the real kube-apiserver serves it: the schema's
 //! defaults, the CEL rules (parallelism within maxParallelism, maxParallelism immutable), the
 //! scale subresource that `kubectl scale` uses, and the examples' manifests being admitted.
-//! The StreamJob controller is not built yet; these tests prove the API surface only.
+//! The API surface only; what the controller does with a StreamJob is e2e/tests/stream_job.rs.
 //! Needs `make up` (KUBECONFIG and the CRDs applied from charts/millrace/crds/).
 #![cfg(feature = "platform")]
 

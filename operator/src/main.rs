@@ -1,12 +1,14 @@
-//! `millrace-operator`: watches KafkaTopic resources and reconciles them into Kafka topics
-//! (StreamJob arrives with the engine). This entry point owns argument parsing, tracing, the
-//! ops endpoints (`/healthz`, `/readyz`, `/metrics`), leader election, and starting the
-//! controllers; the reconcile logic lives in the controller modules.
+//! `millrace-operator`: watches KafkaTopic resources and reconciles them into Kafka topics,
+//! and StreamJob resources into coordinator and worker Deployments. This entry point owns
+//! argument parsing, tracing, the ops endpoints (`/healthz`, `/readyz`, `/metrics`), leader
+//! election, and starting both controllers under one Lease; the reconcile logic lives in the
+//! controller modules.
 
 mod kafka_admin;
 mod kafka_topic;
 mod leader;
 mod metrics;
+mod stream_job;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use futures::FutureExt as _;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use millrace_telemetry::{OpsState, default_ops_addr, init_tracing, ops_router, serve_ops, shutdown_signal};
@@ -24,7 +27,7 @@ use tracing::{info, warn};
 use crate::leader::LeaseLock;
 use crate::metrics::Metrics;
 
-/// Reconciles Millrace KafkaTopic resources against Kubernetes and Kafka.
+/// Reconciles Millrace KafkaTopic and StreamJob resources against Kubernetes and Kafka.
 #[derive(Debug, Parser)]
 #[command(name = "millrace-operator", version)]
 struct Args {
@@ -36,6 +39,22 @@ struct Args {
     /// spec.connection [falls back to $KAFKA_BOOTSTRAP].
     #[arg(long, env = "MILLRACE_KAFKA_BOOTSTRAP")]
     kafka_bootstrap: Option<String>,
+
+    /// The millrace-worker image of StreamJobs without spec.image
+    /// [default: millrace/millrace-worker:<operator version>].
+    #[arg(long, env = "MILLRACE_WORKER_IMAGE")]
+    worker_image: Option<String>,
+
+    /// Checkpoint and savepoint storage (`file:///…`, `s3://bucket/prefix`) of StreamJobs
+    /// without spec.checkpointing.storage; each job gets `<storage>/<namespace>/<name>`.
+    /// Without it such jobs take no checkpoints.
+    #[arg(long, env = "MILLRACE_CHECKPOINT_STORAGE")]
+    checkpoint_storage: Option<String>,
+
+    /// Seconds between two looks at a running StreamJob's coordinator (checkpoints, failures,
+    /// periodic savepoints).
+    #[arg(long, default_value_t = 5)]
+    job_poll_seconds: u64,
 
     /// Seconds between two comparisons of an in-sync topic with Kafka (reverts drift).
     #[arg(long, env = "MILLRACE_RESYNC_SECONDS", default_value_t = 30)]
@@ -112,6 +131,21 @@ async fn main() -> anyhow::Result<()> {
         None
     };
 
+    let job_settings = stream_job::Settings {
+        defaults: stream_job::children::Defaults {
+            image: args
+                .worker_image
+                .clone()
+                .unwrap_or_else(|| format!("millrace/millrace-worker:{}", env!("CARGO_PKG_VERSION"))),
+            kafka_bootstrap: bootstrap.clone(),
+            checkpoint_storage: args.checkpoint_storage.clone().filter(|s| !s.trim().is_empty()),
+        },
+        poll: Duration::from_secs(args.job_poll_seconds.max(1)),
+        wait_for_change: Duration::from_secs(args.wait_for_change_seconds),
+        max_backoff: Duration::from_secs(args.max_backoff_seconds),
+        concurrency: args.concurrency,
+        instance: Some(identity.clone()),
+    };
     let settings = kafka_topic::Settings {
         default_bootstrap: bootstrap,
         resync: Duration::from_secs(args.resync_seconds),
@@ -129,7 +163,15 @@ async fn main() -> anyhow::Result<()> {
             () = lost_leadership => warn!("lost the leader Lease; stopping"),
         }
     };
-    kafka_topic::run(client, settings, metrics, stop).await;
+    // Both controllers stop together, on a signal or when the Lease is lost.
+    let stop = stop.shared();
+    let (_, jobs) = tokio::join!(
+        kafka_topic::run(client.clone(), settings, Arc::clone(&metrics), stop.clone()),
+        stream_job::run(client, job_settings, metrics, stop),
+    );
+    if let Err(err) = jobs {
+        warn!(%err, "the StreamJob controller could not start");
+    }
 
     if let Some(lock) = lease {
         if let Err(err) = lock.release().await {

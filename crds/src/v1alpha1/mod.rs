@@ -12,7 +12,8 @@ pub use kafka_topic::{
     SKIP_KAFKA_CLEANUP_ANNOTATION, SecretReference,
 };
 pub use stream_job::{
-    CheckpointInfo, Checkpointing, DEFAULT_MAX_PARALLELISM, DeadLetterPolicy, DeliveryGuarantee, EnvVar,
-    JobPhase, JobState, KeyReference, PodOverrides, Resources, SavepointInfo, SavepointPolicy,
-    SavepointTrigger, StreamJob, StreamJobSpec, StreamJobStatus, Toleration, UpgradeMode,
+    CheckpointInfo, Checkpointing, DEFAULT_MAX_PARALLELISM, DeadLetterPolicy, DeliveryGuarantee,
+    DeploymentRecord, EnvVar, JobPhase, JobState, KeyReference, PendingSavepoint, PodOverrides, Resources,
+    SavepointInfo, SavepointPolicy, SavepointTrigger, StreamJob, StreamJobSpec, StreamJobStatus, Toleration,
+    UpgradeMode,
 };

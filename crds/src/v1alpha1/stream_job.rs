@@ -47,6 +47,13 @@ pub const DEFAULT_MAX_PARALLELISM: i32 = 128;
         priority = 1,
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
+    printcolumn(name = "Job", type_ = "string", priority = 1, json_path = ".status.jobId"),
+    printcolumn(
+        name = "Last Savepoint",
+        type_ = "date",
+        priority = 1,
+        json_path = ".status.lastSavepoint.completedAt"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = ::kube::core::Rule::new(
         "self.spec.parallelism <= (has(self.spec.maxParallelism) ? self.spec.maxParallelism : 128)"
@@ -347,6 +354,40 @@ pub struct SavepointInfo {
     pub parallelism: i32,
 }
 
+/// One deployment of a job: a coordinator and workers started from one spec. A new one
+/// starts for every upgrade, restart or resume; its number names its checkpoint folder
+/// unless it continues the folder of the one before.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentRecord {
+    /// 1 for the first deployment, one more for each after it.
+    pub number: i64,
+    /// The savepoint it starts from when its checkpoint folder holds no checkpoint yet
+    /// (`--restore-from`); none for a fresh start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<String>,
+    /// The number of the checkpoint folder it uses, when not its own: a `last-state`
+    /// deployment keeps the folder of the one before, whose latest checkpoint the coordinator
+    /// restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_folder: Option<i64>,
+    /// RFC 3339.
+    pub started_at: String,
+}
+
+/// A savepoint requested through the coordinator's control API.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingSavepoint {
+    /// The coordinator's id of the request (`GET /v1/savepoints/{id}`).
+    pub request_id: i64,
+    pub trigger: SavepointTrigger,
+    /// The job stops once the savepoint is taken (upgrades and suspends).
+    pub stop: bool,
+    /// RFC 3339.
+    pub requested_at: String,
+}
+
 /// What the operator last observed and did.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -397,6 +438,14 @@ pub struct StreamJobStatus {
     /// The last `savepointTriggerNonce` acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_savepoint_trigger_nonce: Option<i64>,
+
+    /// The deployment of the job that runs now (or ran last): what the operator started it from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentRecord>,
+
+    /// A savepoint the operator asked the coordinator for and has not seen finish yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_savepoint: Option<PendingSavepoint>,
 
     /// The last failure, as a person should read it (e.g. the SQL error with line and column).
     #[serde(default, skip_serializing_if = "Option::is_none")]

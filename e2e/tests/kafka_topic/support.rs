@@ -73,9 +73,19 @@ pub async fn ensure_operator() {
         .await;
 }
 
+/// Replaces the operator's image in the manifest, e.g. with one the pod runner maps to another
+/// build of the binary (`MILLRACE_E2E_OPERATOR_IMAGE=wt-x/millrace-operator:dev`).
+pub const OPERATOR_IMAGE_ENV: &str = "MILLRACE_E2E_OPERATOR_IMAGE";
+const MANIFEST_OPERATOR_IMAGE: &str = "ghcr.io/millrace/millrace-operator:dev";
+
 async fn apply_manifest(client: &Client) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests/operator.yaml");
-    let text = std::fs::read_to_string(&path).expect("read e2e/manifests/operator.yaml");
+    let mut text = std::fs::read_to_string(&path).expect("read e2e/manifests/operator.yaml");
+    if let Ok(image) = std::env::var(OPERATOR_IMAGE_ENV) {
+        assert!(text.contains(MANIFEST_OPERATOR_IMAGE), "the manifest names {MANIFEST_OPERATOR_IMAGE}");
+        eprintln!("{OPERATOR_IMAGE_ENV}: running the operator from image {image}");
+        text = text.replace(MANIFEST_OPERATOR_IMAGE, &image);
+    }
     let documents: Vec<DynamicObject> = serde_saphyr::from_str_multiple(&text).expect("manifest parses");
     for object in documents {
         let types = object.types.clone().expect("every manifest document has apiVersion and kind");
