@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # `make demo`: the local platform up, then the main job end to end — seed pipeline (a) from
 # ../shared/SEED.md: integers from `input-topic`, drop values below 50, the average of the
-# last 3 remaining values to `output-topic`. Topics are KafkaTopic resources reconciled by
-# the operator; the job is a millrace-worker Pod run by the pod runner. The demo produces
-# input (with one malformed record), reads the output back and compares it with a reference
-# computed here, then shows the job's metrics (the malformed record is dead-lettered).
+# last 3 remaining values to `output-topic`. Millrace is installed by its Helm chart (make up
+# does it: e2e/platform/millrace.sh); topics are KafkaTopic resources and the job is a
+# StreamJob, both reconciled by the operator, which runs the job as a coordinator and a worker
+# Pod of the pod runner. The demo produces input (with one malformed record), reads the
+# output back and compares it with a reference computed here, shows the job's status and
+# metrics (the malformed record is dead-lettered), and prints the next commands to try.
 set -euo pipefail
 source "$(dirname "$0")/platform/lib.sh"
 
@@ -17,24 +19,30 @@ export KUBECONFIG="$LOCAL/kubeconfig"
 kafka() { bash "$ROOT/e2e/platform/kafka.sh" "$@"; }
 topic_in_kafka() { kafka topics --list 2>/dev/null | grep -qx "$1"; }
 no_topic_in_kafka() { ! kafka topics --list 2>/dev/null | grep -qxE 'input-topic|output-topic|input-topic-dlq'; }
+no_job_pods() { [[ -z "$(kubectl -n "$NS" get pods -l app.kubernetes.io/instance=seed-a -o name 2>/dev/null)" ]]; }
+job_running() { [[ "$(kubectl -n "$NS" get sj seed-a -o 'jsonpath={.status.phase}' 2>/dev/null)" == Running ]]; }
 
 if kubectl get namespace "$NS" >/dev/null 2>&1; then
   step "clearing the previous demo run (job, then its topics through the operator)"
-  kubectl -n "$NS" delete deployment seed-a --ignore-not-found --wait=true >/dev/null
+  kubectl -n "$NS" delete streamjob seed-a --ignore-not-found --wait=true >/dev/null
+  kubectl -n "$NS" delete deployment seed-a --ignore-not-found --wait=true >/dev/null  # the pre-StreamJob demo's
+  wait_for "the old job's Pods to go" 120 no_job_pods
+  # Its checkpoints name offsets of the topics about to be re-created: a new run starts fresh.
+  rm -rf "$LOCAL/checkpoints/$NS/seed-a"
   kubectl -n "$NS" delete kafkatopics --all --wait=true --timeout=120s >/dev/null
   wait_for "the old topics to leave Kafka" 120 no_topic_in_kafka
 fi
 
 step "topics: KafkaTopic resources input-topic, output-topic, input-topic-dlq"
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl create configmap seed-a-sql -n "$NS" --from-file=job.sql="$ROOT/examples/seed/seed-a-rolling-average.sql" \
-  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl apply -f "$ROOT/examples/demo/seed-a.yaml"
 kubectl -n "$NS" wait --for=condition=Ready kafkatopic --all --timeout=120s
 for t in input-topic output-topic input-topic-dlq; do wait_for "topic $t in Kafka" 60 topic_in_kafka "$t"; done
 
-step "the job: seed-a (millrace-worker run, examples/seed/seed-a-rolling-average.sql)"
-kubectl -n "$NS" rollout status deployment/seed-a --timeout=180s
+step "the job: StreamJob seed-a (examples/seed/seed-a-rolling-average.yaml) → coordinator + worker Pods"
+kubectl apply -n "$NS" -f "$ROOT/examples/seed/seed-a-rolling-average.yaml"
+wait_for "StreamJob seed-a to be Running (kubectl -n $NS describe sj seed-a)" 180 job_running
+kubectl -n "$NS" get sj seed-a
 
 step "producing $RECORDS integers 0..99 (and one malformed record) to input-topic"
 python3 - "$RECORDS" "$work" <<'PY'
@@ -69,8 +77,21 @@ if len(got) != len(expected) or bad:
 print(f"    all {len(got)} averages match the reference")
 PY
 
-step "the job's metrics (records in/out, dead letters)"
-pod_ip=$(kubectl -n "$NS" get pods -l app.kubernetes.io/name=seed-a -o jsonpath='{.items[0].status.podIP}')
+step "the job's metrics (records in/out, dead letters) from its worker"
+pod_ip=$(kubectl -n "$NS" get pods -l app.kubernetes.io/instance=seed-a,millrace.io/role=worker -o jsonpath='{.items[0].status.podIP}')
 curl -fsS "http://$pod_ip:9200/metrics" | grep -E '^millrace_worker_(source_records|sink_records|dead_lettered|consumer_lag)' | sed 's/^/    /'
-kubectl get -n "$NS" kafkatopics,pods -o wide
-info "job log: .local/pods/$NS/<pod>/job.log; the platform keeps running: make down stops it"
+kubectl get -n "$NS" streamjobs,kafkatopics,pods -o wide
+
+step "next: try these"
+cat <<EOF
+    export KUBECONFIG=$LOCAL/kubeconfig; set -a; source $LOCAL/env; set +a
+    kubectl -n $NS get sj seed-a -o wide                      # phase, workers, last checkpoint
+    kubectl -n $NS patch sj seed-a --type merge -p '{"spec":{"savepointTriggerNonce":1}}'
+    kubectl -n $NS get sj seed-a -o jsonpath='{.status.lastSavepoint}'; echo
+    kubectl -n $NS scale sj seed-a --replicas=2                # rescale through a savepoint
+    kubectl -n $NS patch sj seed-a --type merge -p '{"spec":{"state":"suspended"}}'
+    curl -s \$MILLRACE_API_URL/docs                             # the REST API (tenants, topics, jobs)
+    curl -s -X POST \$MILLRACE_API_URL/v1/tenants -H "Authorization: Bearer \$MILLRACE_ADMIN_TOKEN" \\
+      -H 'Content-Type: application/json' -d '{"name": "acme"}'
+EOF
+info "job logs: .local/pods/$NS/<pod>/; the platform keeps running: make down stops it"

@@ -4,7 +4,7 @@
 # must be refused with a 4xx, and every response must have the content type the document
 # declares (application/problem+json for errors).
 #
-#   e2e/platform/api.sh up && e2e/fuzz-api.sh [SECONDS_PER_PASS]
+#   e2e/platform/millrace.sh up && e2e/fuzz-api.sh [SECONDS_PER_PASS]
 #
 # Two passes: the admin's operations (tenants) with the admin token, then a tenant's
 # operations with a key of a fresh tenant. Tenants created during the run are deleted at the
@@ -17,7 +17,7 @@ VENV="$CACHE/schemathesis-venv"
 ST_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
 
 if [[ -z "${MILLRACE_API_URL:-}" || -z "${MILLRACE_ADMIN_TOKEN:-}" ]]; then
-  [[ -f "$LOCAL/api.env" ]] || die "MILLRACE_API_URL is not set and ${LOCAL#"$ROOT"/}/api.env is missing: run e2e/platform/api.sh up"
+  [[ -f "$LOCAL/api.env" ]] || die "MILLRACE_API_URL is not set and ${LOCAL#"$ROOT"/}/api.env is missing: run e2e/platform/millrace.sh up"
   set -a; source "$LOCAL/api.env"; set +a
 fi
 URL="$MILLRACE_API_URL"

@@ -9,3 +9,4 @@ bash "$ROOT/e2e/platform/postgres.sh" status
 bash "$ROOT/e2e/platform/s3.sh" status
 bash "$ROOT/e2e/platform/pod-runner.sh" status
 if [[ -f "$LOCAL/env" ]]; then echo "env: ${LOCAL#$ROOT/}/env"; else echo "env: not written (run make up)"; fi
+bash "$ROOT/e2e/platform/millrace.sh" status 2>/dev/null || true

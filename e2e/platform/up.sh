@@ -41,8 +41,8 @@ if (( ${#crds[@]} )); then
   kubectl --kubeconfig "$LOCAL/kubeconfig" wait --for condition=established --timeout=60s "${crds[@]/#/-f}" >/dev/null
 fi
 
-step "Millrace operator and API server (as Pods of the pod runner)"
-bash "$ROOT/e2e/platform/api.sh" up >/dev/null
+step "Millrace (helm install of charts/millrace: operator and API server as Pods of the pod runner)"
+bash "$ROOT/e2e/platform/millrace.sh" up >/dev/null
 
 step "writing .local/env"
 bash "$ROOT/e2e/platform/write-env.sh"

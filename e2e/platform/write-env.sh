@@ -14,7 +14,7 @@ source "$(dirname "$0")/lib.sh"
   echo "PATH=$BIN:\$PATH"
   # The S3-compatible endpoint (moto) for checkpoint storage tests.
   bash "$ROOT/e2e/platform/s3.sh" env
-  # MILLRACE_API_URL and MILLRACE_ADMIN_TOKEN, once e2e/platform/api.sh up has run.
+  # MILLRACE_API_URL and MILLRACE_ADMIN_TOKEN, once e2e/platform/millrace.sh up has run.
   if [[ -f "$LOCAL/api.env" ]]; then cat "$LOCAL/api.env"; fi
 } >"$LOCAL/env.tmp"
 mv "$LOCAL/env.tmp" "$LOCAL/env"

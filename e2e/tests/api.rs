@@ -1,5 +1,5 @@
 //! The control plane end to end: millrace-api runs as a Pod of the pod runner under its
-//! least-privilege ServiceAccount (e2e/manifests/api.yaml) next to the operator, and is
+//! least-privilege ServiceAccount (the Helm chart's) next to the operator, and is
 //! driven over HTTP through its Service: the admin creates a tenant and a key, the key
 //! creates a topic, grows it and deletes it, and every step is checked in Kafka itself.
 //! Needs `make up` (KUBECONFIG, KAFKA_BOOTSTRAP, DATABASE_URL, built binaries).

@@ -1,5 +1,5 @@
 //! KafkaTopic behaviour end to end: the operator runs as a Pod of the pod runner under its
-//! least-privilege ServiceAccount (e2e/manifests/operator.yaml), each test in its own
+//! least-privilege ServiceAccount (the Helm chart's, charts/millrace), each test in its own
 //! namespace, and every outcome is checked in Kafka itself. Needs `make up` (KUBECONFIG,
 //! KAFKA_BOOTSTRAP, the CRDs and a built millrace-operator).
 #![cfg(feature = "platform")]

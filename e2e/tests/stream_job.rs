@@ -1,5 +1,5 @@
 //! StreamJob behaviour end to end: the operator runs as a Pod of the pod runner under its
-//! least-privilege ServiceAccount (e2e/manifests/operator.yaml), each test in its own
+//! least-privilege ServiceAccount (the Helm chart's, charts/millrace), each test in its own
 //! namespace; children, status and Events are read from the real API server, garbage
 //! collection is the real controller-manager's. Needs `make up`.
 //!

@@ -1,20 +1,17 @@
 //! Fixtures of the API end-to-end test: millrace-api deployed once per test run as a Pod of
-//! the pod runner (e2e/manifests/api.yaml, next to the operator), reached through its
+//! the pod runner (installed with the operator by the Helm chart), reached through its
 //! Service address, with a small JSON client.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::{Scope, pinned_kind};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::api::Api;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use crate::support::{FIELD_MANAGER, client, ensure_operator, replace_pods_and_wait_ready, wait_until};
+use crate::support::{client, ensure_operator, replace_pods_and_wait_ready, wait_until};
 
 const NAMESPACE: &str = "millrace-system";
 const LABEL: &str = "app.kubernetes.io/name=millrace-api";
@@ -91,9 +88,9 @@ static API: OnceCell<ApiServer> = OnceCell::const_new();
 /// returns how to reach it. Done once per run.
 pub async fn ensure_api() -> ApiServer {
     API.get_or_init(|| async {
+        // The chart installs the API next to the operator.
         ensure_operator().await;
         let client = client().await;
-        apply_manifest(&client).await;
         let what = "a Ready millrace-api Pod in millrace-system (see .local/pods/millrace-system/)";
         replace_pods_and_wait_ready(&client, NAMESPACE, LABEL, what).await;
         let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
@@ -129,26 +126,4 @@ pub async fn ensure_api() -> ApiServer {
     })
     .await
     .clone()
-}
-
-async fn apply_manifest(client: &Client) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests/api.yaml");
-    let text = std::fs::read_to_string(&path).expect("read e2e/manifests/api.yaml");
-    let documents: Vec<DynamicObject> = serde_saphyr::from_str_multiple(&text).expect("manifest parses");
-    for object in documents {
-        let types = object.types.clone().expect("every manifest document has apiVersion and kind");
-        let gvk = GroupVersionKind::try_from(&types).expect("valid apiVersion");
-        let (resource, capabilities) = pinned_kind(client, &gvk).await.expect("kind known to the API server");
-        let api: Api<DynamicObject> = match capabilities.scope {
-            Scope::Namespaced => Api::namespaced_with(
-                client.clone(),
-                object.metadata.namespace.as_deref().unwrap_or("default"),
-                &resource,
-            ),
-            Scope::Cluster => Api::all_with(client.clone(), &resource),
-        };
-        api.patch(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&object))
-            .await
-            .unwrap_or_else(|err| panic!("applying {} {}: {err}", types.kind, object.name_any()));
-    }
 }

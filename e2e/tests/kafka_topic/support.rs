@@ -1,5 +1,5 @@
-//! Fixtures of the KafkaTopic platform tests: the operator deployed once per test run as a
-//! Pod of the pod runner, one namespace per test, polling with deadlines, and a Kafka admin
+//! Fixtures of the KafkaTopic platform tests: Millrace installed once per test run by its
+//! Helm chart (the operator a Pod of the pod runner), one namespace per test, polling with deadlines, and a Kafka admin
 //! client to check every outcome in Kafka itself.
 
 use std::collections::BTreeMap;
@@ -8,9 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::{Scope, pinned_kind};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use millrace_crds::v1alpha1::{ConditionStatus, KafkaTopic};
 use rdkafka::ClientConfig;
@@ -51,8 +49,10 @@ pub async fn client() -> Client {
 
 static OPERATOR: OnceCell<()> = OnceCell::const_new();
 
-/// Makes sure the operator runs: applies `e2e/manifests/operator.yaml` and restarts its Pod
-/// so that it runs the binary just built, then waits for it to be Ready. Done once per run.
+/// Makes sure Millrace runs as a user installs it: `helm upgrade --install` of the chart
+/// (charts/millrace, through `e2e/platform/millrace.sh up`), so the operator and the API server
+/// run under the chart's own ServiceAccounts and RBAC; then restarts the operator's Pod so that
+/// it runs the binary just built and waits for it to be Ready. Done once per run.
 ///
 /// `MILLRACE_E2E_OPERATOR=external` skips this (loudly) for an operator started by hand,
 /// e.g. under a debugger; nothing else turns it off.
@@ -63,8 +63,8 @@ pub async fn ensure_operator() {
                 eprintln!("MILLRACE_E2E_OPERATOR=external: using an operator started outside the tests");
                 return;
             }
+            install_chart().await;
             let client = client().await;
-            apply_manifest(&client).await;
             let what = "a Ready millrace-operator Pod in millrace-system (see .local/pods/millrace-system/)";
             replace_pods_and_wait_ready(&client, OPERATOR_NAMESPACE, OPERATOR_LABEL, what).await;
             let deployments: Api<Deployment> = Api::namespaced(client, OPERATOR_NAMESPACE);
@@ -73,36 +73,30 @@ pub async fn ensure_operator() {
         .await;
 }
 
-/// Replaces the operator's image in the manifest, e.g. with one the pod runner maps to another
-/// build of the binary (`MILLRACE_E2E_OPERATOR_IMAGE=wt-x/millrace-operator:dev`).
+/// Runs the operator from another image than the chart's, e.g. one the pod runner maps to
+/// another build of the binary (`MILLRACE_E2E_OPERATOR_IMAGE=wt-x/millrace-operator:dev`).
 pub const OPERATOR_IMAGE_ENV: &str = "MILLRACE_E2E_OPERATOR_IMAGE";
-const MANIFEST_OPERATOR_IMAGE: &str = "ghcr.io/millrace/millrace-operator:dev";
 
-async fn apply_manifest(client: &Client) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests/operator.yaml");
-    let mut text = std::fs::read_to_string(&path).expect("read e2e/manifests/operator.yaml");
+/// `e2e/platform/millrace.sh up`: the chart installed or upgraded with the local values.
+async fn install_chart() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut command = tokio::process::Command::new("bash");
+    command.arg(root.join("e2e/platform/millrace.sh")).arg("up");
     if let Ok(image) = std::env::var(OPERATOR_IMAGE_ENV) {
-        assert!(text.contains(MANIFEST_OPERATOR_IMAGE), "the manifest names {MANIFEST_OPERATOR_IMAGE}");
+        let (repository, tag) = image.rsplit_once(':').unwrap_or((image.as_str(), "latest"));
         eprintln!("{OPERATOR_IMAGE_ENV}: running the operator from image {image}");
-        text = text.replace(MANIFEST_OPERATOR_IMAGE, &image);
+        command.env(
+            "MILLRACE_HELM_ARGS",
+            format!("--set operator.image.repository={repository} --set operator.image.tag={tag} --set global.imageRegistry="),
+        );
     }
-    let documents: Vec<DynamicObject> = serde_saphyr::from_str_multiple(&text).expect("manifest parses");
-    for object in documents {
-        let types = object.types.clone().expect("every manifest document has apiVersion and kind");
-        let gvk = GroupVersionKind::try_from(&types).expect("valid apiVersion");
-        let (resource, capabilities) = pinned_kind(client, &gvk).await.expect("kind known to the API server");
-        let api: Api<DynamicObject> = match capabilities.scope {
-            Scope::Namespaced => Api::namespaced_with(
-                client.clone(),
-                object.metadata.namespace.as_deref().unwrap_or("default"),
-                &resource,
-            ),
-            Scope::Cluster => Api::all_with(client.clone(), &resource),
-        };
-        api.patch(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&object))
-            .await
-            .unwrap_or_else(|err| panic!("applying {} {}: {err}", types.kind, object.name_any()));
-    }
+    let output = command.output().await.expect("run e2e/platform/millrace.sh");
+    assert!(
+        output.status.success(),
+        "e2e/platform/millrace.sh up failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Deletes the Pods labelled `label` in `namespace` so their Deployment starts fresh ones on
