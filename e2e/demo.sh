@@ -84,7 +84,7 @@ kubectl get -n "$NS" streamjobs,kafkatopics,pods -o wide
 
 step "next: try these"
 cat <<EOF
-    export KUBECONFIG=$LOCAL/kubeconfig; set -a; source $LOCAL/env; set +a
+    export PATH=$BIN:\$PATH KUBECONFIG=$LOCAL/kubeconfig; set -a; source $LOCAL/env; set +a
     kubectl -n $NS get sj seed-a -o wide                      # phase, workers, last checkpoint
     kubectl -n $NS patch sj seed-a --type merge -p '{"spec":{"savepointTriggerNonce":1}}'
     kubectl -n $NS get sj seed-a -o jsonpath='{.status.lastSavepoint}'; echo
