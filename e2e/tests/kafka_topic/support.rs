@@ -78,7 +78,7 @@ pub async fn ensure_operator() {
 pub const OPERATOR_IMAGE_ENV: &str = "MILLRACE_E2E_OPERATOR_IMAGE";
 
 /// `e2e/platform/millrace.sh up`: the chart installed or upgraded with the local values.
-async fn install_chart() {
+pub async fn install_chart() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut command = tokio::process::Command::new("bash");
     command.arg(root.join("e2e/platform/millrace.sh")).arg("up");

@@ -52,6 +52,7 @@ fn keyed() -> Dataflow {
         output_schema: schema(),
         late_output: None,
         changelog: None,
+        branches: Vec::new(),
     }
 }
 
