@@ -23,13 +23,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use millrace_crds::v1alpha1::{ConditionStatus, JobPhase, SavepointTrigger, StreamJob};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
-use support::{DEADLINE, FIELD_MANAGER, Kafka, TestNamespace, bootstrap, unique, wait_until};
+use support::{DEADLINE, FIELD_MANAGER, Kafka, TestNamespace, unique, wait_until};
 
 /// Running the seed job takes Pods starting, registering and checkpointing: more than the
 /// operator's own deadline.
@@ -370,45 +365,12 @@ fn seed_sql(input: &str, output: &str, dlq: &str) -> String {
 }
 
 fn produce(topic: &str, values: &[i64]) {
-    let producer: BaseProducer =
-        ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("producer");
-    for v in values {
-        let text = v.to_string();
-        producer.send(BaseRecord::<(), str>::to(topic).payload(&text)).map_err(|(e, _)| e).expect("enqueue");
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(30)).expect("input acknowledged");
+    support::produce_integers(topic, values);
 }
 
 /// Reads `topic` (one partition) from the beginning until `count` records or the deadline.
 async fn consume(topic: &str, count: usize) -> Vec<f64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("group.id", unique("sj-reader"))
-        .set("isolation.level", "read_committed")
-        .create()
-        .expect("consumer");
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, 0, Offset::Beginning).expect("partition");
-    consumer.assign(&assignment).expect("assign");
-    let mut seen = Vec::new();
-    let started = std::time::Instant::now();
-    while seen.len() < count {
-        assert!(
-            started.elapsed() < JOB_DEADLINE,
-            "timed out reading {topic}: {} of {count}: {seen:?}",
-            seen.len()
-        );
-        match consumer.poll(Duration::ZERO) {
-            Some(message) => {
-                let message = message.expect("consume");
-                let text = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
-                seen.push(text.parse::<f64>().unwrap_or_else(|e| panic!("output {text:?}: {e}")));
-            }
-            None => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-    seen
+    support::consume_floats(topic, count, JOB_DEADLINE).await
 }
 
 /// The article's consumer loop: keep values >= 50, emit the mean of the last 3 kept values.

@@ -299,3 +299,54 @@ impl Kafka {
         }
     }
 }
+
+/// Produces integers as UTF-8 text (the seed pipeline's input) and waits for the broker's
+/// acknowledgement.
+#[allow(dead_code)] // for the job tests (stream_job.rs, api.rs), not kafka_topic.rs
+pub fn produce_integers(topic: &str, values: &[i64]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("producer");
+    for v in values {
+        let text = v.to_string();
+        producer.send(BaseRecord::<(), str>::to(topic).payload(&text)).map_err(|(e, _)| e).expect("enqueue");
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).expect("input acknowledged");
+}
+
+/// Reads `topic` (one partition, `read_committed`) from the beginning until `count` records
+/// (floats as text) or `deadline`.
+#[allow(dead_code)] // for the job tests (stream_job.rs, api.rs), not kafka_topic.rs
+pub async fn consume_floats(topic: &str, count: usize, deadline: Duration) -> Vec<f64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("e2e-reader"))
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, 0, Offset::Beginning).expect("partition");
+    consumer.assign(&assignment).expect("assign");
+    let mut seen = Vec::new();
+    let started = Instant::now();
+    while seen.len() < count {
+        assert!(
+            started.elapsed() < deadline,
+            "timed out reading {topic}: {} of {count}: {seen:?}",
+            seen.len()
+        );
+        match consumer.poll(Duration::ZERO) {
+            Some(message) => {
+                let message = message.expect("consume");
+                let text = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+                seen.push(text.parse::<f64>().unwrap_or_else(|e| panic!("output {text:?}: {e}")));
+            }
+            None => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    seen
+}
