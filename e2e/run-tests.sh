@@ -58,6 +58,9 @@ platform() {
   # binary): state-size sampling, kill -9 and restore, stop-with-savepoint and restore 2 -> 4;
   # fails if a restored job reads more or fewer records than follow its restored position.
   run_phase checkpoints-smoke bash "$ROOT/bench/checkpoints.sh" --smoke
+  # The API latency benchmark at toy rate (50 requests/s for 2 s per endpoint) against the
+  # platform's api-server; fails if a request fails.
+  run_phase api-bench-smoke bash "$ROOT/bench/api.sh" --smoke
 }
 
 started=$SECONDS
