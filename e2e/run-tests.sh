@@ -61,6 +61,9 @@ platform() {
   # The API latency benchmark at toy rate (50 requests/s for 2 s per endpoint) against the
   # platform's api-server; fails if a request fails.
   run_phase api-bench-smoke bash "$ROOT/bench/api.sh" --smoke
+  # The operator reconcile benchmark at toy size (20 KafkaTopics, 5 suspended StreamJobs);
+  # fails unless every object becomes Ready and the namespace is deleted.
+  run_phase reconcile-bench-smoke bash "$ROOT/bench/reconcile.sh" --smoke
 }
 
 started=$SECONDS

@@ -13,148 +13,20 @@
 #[path = "kafka_topic/support.rs"]
 mod support;
 
-use std::path::Path;
-use std::time::Duration;
+#[allow(dead_code)] // shared with stream_job_failures.rs
+mod jobs_support;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use jobs_support::{
+    JOB_DEADLINE, Jobs, args, consume, filter_sql, flag, job_image, produce, ready, replicas,
+    rolling_reference, seed_sql, storage,
+};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use millrace_crds::v1alpha1::{ConditionStatus, JobPhase, SavepointTrigger, StreamJob};
 use serde_json::json;
-use support::{DEADLINE, FIELD_MANAGER, Kafka, TestNamespace, unique, wait_until};
-
-/// Running the seed job takes Pods starting, registering and checkpointing: more than the
-/// operator's own deadline.
-const JOB_DEADLINE: Duration = Duration::from_secs(240);
-
-fn job_image() -> String {
-    std::env::var("MILLRACE_E2E_JOB_IMAGE").unwrap_or_else(|_| "millrace/millrace-worker:dev".into())
-}
-
-/// A filter job on topics that need not exist (nothing here reads them).
-fn filter_sql(input: &str, output: &str) -> String {
-    format!(
-        "CREATE TABLE input (v BIGINT) WITH (connector = 'kafka', topic = '{input}', format = 'raw');\n\
-         CREATE TABLE output (v BIGINT) WITH (connector = 'kafka', topic = '{output}', format = 'raw');\n\
-         INSERT INTO output SELECT v FROM input WHERE v >= 50;\n"
-    )
-}
-
-fn storage(namespace: &str) -> String {
-    format!("file:///tmp/millrace-e2e-checkpoints/{namespace}")
-}
-
-struct Jobs<'a> {
-    ns: &'a TestNamespace,
-}
-
-impl<'a> Jobs<'a> {
-    fn new(ns: &'a TestNamespace) -> Self {
-        Self { ns }
-    }
-
-    fn client(&self) -> Client {
-        self.ns.client.clone()
-    }
-
-    fn api(&self) -> Api<StreamJob> {
-        Api::namespaced(self.client(), &self.ns.name)
-    }
-
-    fn deployments(&self) -> Api<Deployment> {
-        Api::namespaced(self.client(), &self.ns.name)
-    }
-
-    async fn apply(&self, name: &str, spec: serde_json::Value) -> StreamJob {
-        let object = json!({
-            "apiVersion": "millrace.io/v1alpha1",
-            "kind": "StreamJob",
-            "metadata": { "name": name, "namespace": self.ns.name },
-            "spec": spec,
-        });
-        self.api()
-            .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&object))
-            .await
-            .unwrap_or_else(|err| panic!("applying StreamJob {name}: {err}"))
-    }
-
-    /// Merges `spec` into the job's spec as another field manager would (`kubectl patch`).
-    async fn patch_spec(&self, name: &str, spec: serde_json::Value) {
-        self.api()
-            .patch(name, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec })))
-            .await
-            .unwrap_or_else(|err| panic!("patching StreamJob {name}: {err}"));
-    }
-
-    /// Waits until the job's status describes its current generation and `probe` holds.
-    async fn wait(
-        &self,
-        name: &str,
-        what: &str,
-        deadline: Duration,
-        probe: impl Fn(&StreamJob) -> bool,
-    ) -> StreamJob {
-        let api = self.api();
-        let what = format!("StreamJob {}/{name}: {what}", self.ns.name);
-        wait_until(&what, deadline, || async {
-            let job = api.get(name).await.ok()?;
-            let status = job.status.as_ref()?;
-            (status.observed_generation == job.metadata.generation && probe(&job)).then_some(job)
-        })
-        .await
-    }
-
-    async fn deployment(&self, name: &str) -> Option<Deployment> {
-        self.deployments().get_opt(name).await.expect("read Deployment")
-    }
-
-    async fn wait_deployment(
-        &self,
-        name: &str,
-        what: &str,
-        probe: impl Fn(&Deployment) -> bool,
-    ) -> Deployment {
-        let api = self.deployments();
-        let what = format!("Deployment {}/{name}: {what}", self.ns.name);
-        wait_until(&what, DEADLINE, || async { api.get_opt(name).await.ok()?.filter(|d| probe(d)) }).await
-    }
-
-    async fn wait_gone(&self, name: &str) {
-        let api = self.deployments();
-        let what = format!("Deployment {}/{name} to be deleted", self.ns.name);
-        wait_until(&what, DEADLINE, || async { api.get_opt(name).await.ok()?.is_none().then_some(()) }).await;
-    }
-
-    async fn events(&self) -> Vec<Event> {
-        let api: Api<Event> = Api::namespaced(self.client(), &self.ns.name);
-        api.list(&ListParams::default()).await.expect("list Events").items
-    }
-}
-
-fn args(deployment: &Deployment) -> Vec<String> {
-    deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|p| p.containers.first())
-        .and_then(|c| c.args.clone())
-        .unwrap_or_default()
-}
-
-fn replicas(deployment: &Deployment) -> Option<i32> {
-    deployment.spec.as_ref().and_then(|s| s.replicas)
-}
-
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
-}
-
-fn ready(job: &StreamJob) -> Option<(ConditionStatus, String, String)> {
-    job.ready_condition().map(|c| (c.status, c.reason.clone(), c.message.clone()))
-}
+use support::{DEADLINE, Kafka, TestNamespace, unique, wait_until};
 
 #[tokio::test]
 async fn invalid_sql_is_refused_with_line_and_column_and_nothing_is_deployed() {
@@ -238,9 +110,11 @@ async fn children_follow_the_contract_and_kubectl_scale_resizes_the_workers() {
     assert_eq!(&coordinator_args[..3], ["coordinator", "-f", "/etc/millrace/job/job.sql"]);
     assert_eq!(flag(&coordinator_args, "--parallelism").as_deref(), Some("3"));
     assert_eq!(flag(&coordinator_args, "--slots-per-worker").as_deref(), Some("2"));
+    let uid: String = job_uid(&jobs, "filter").await.chars().filter(|c| *c != '-').take(8).collect();
     assert_eq!(
         flag(&coordinator_args, "--checkpoint-dir"),
-        Some(format!("{}/{}/filter/checkpoints/1", storage(&ns.name), ns.name))
+        Some(format!("{}/{}/filter/checkpoints/{uid}-1", storage(&ns.name), ns.name)),
+        "a folder of this incarnation of the job (a re-created job never restores an old one's)"
     );
     assert_eq!(replicas(&coordinator), Some(1));
     assert!(owned_by_job(&coordinator.metadata));
@@ -353,32 +227,6 @@ async fn deleting_a_job_garbage_collects_its_children() {
     ns.delete().await;
 }
 
-/// The seed pipeline (a) of examples/seed on its own topics.
-fn seed_sql(input: &str, output: &str, dlq: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed/seed-a-rolling-average.sql");
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .replace("'input-topic-dlq'", &format!("'{dlq}'"))
-        .replace("'input-topic'", &format!("'{input}'"))
-        .replace("'output-topic'", &format!("'{output}'"))
-        .replace("group_id = 'millrace-", &format!("group_id = '{}-", unique("g")))
-}
-
-fn produce(topic: &str, values: &[i64]) {
-    support::produce_integers(topic, values);
-}
-
-/// Reads `topic` (one partition) from the beginning until `count` records or the deadline.
-async fn consume(topic: &str, count: usize) -> Vec<f64> {
-    support::consume_floats(topic, count, JOB_DEADLINE).await
-}
-
-/// The article's consumer loop: keep values >= 50, emit the mean of the last 3 kept values.
-fn rolling_reference(input: &[i64]) -> Vec<f64> {
-    let kept: Vec<i64> = input.iter().copied().filter(|v| *v >= 50).collect();
-    kept.windows(3).map(|w| w.iter().sum::<i64>() as f64 / 3.0).collect()
-}
-
 /// The joined test of the operator and the engine's coordinator/worker roles: `kubectl
 /// apply` of the seed job → a coordinator Pod and worker Pods → correct output in Kafka;
 /// then a savepoint triggered through the nonce shows in the status.
@@ -429,6 +277,10 @@ async fn the_seed_job_runs_as_coordinator_and_workers() {
     let savepoint = job.status.and_then(|s| s.last_savepoint).expect("savepoint");
     assert!(savepoint.location.starts_with(&storage(&ns.name)), "{savepoint:?}");
     ns.delete().await;
+}
+
+async fn job_uid(jobs: &Jobs<'_>, name: &str) -> String {
+    jobs.api().get(name).await.expect("the StreamJob").metadata.uid.expect("a uid")
 }
 
 /// Deterministic pseudo-random integers in 0..100.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use millrace_checkpoint::CheckpointStorage;
 
 use millrace_connectors::{
-    BarrierTrigger, ConnectorError, ConnectorMetrics, ConnectorTable, ConnectorThread, MetadataField,
-    SinkConnector, SourceConnector, StopSignal, start_sink, start_source,
+    BarrierTrigger, ConnectorError, ConnectorMetrics, ConnectorTable, ConnectorThread, KafkaDefaults,
+    MetadataField, SinkConnector, SourceConnector, StopSignal, start_sink, start_source,
 };
 use millrace_runtime::{
     CheckpointIo, DataflowIo, RunOptions, RuntimeError, RuntimeMetrics, operator_ids, run_dataflow,
@@ -56,8 +56,9 @@ pub struct JobOptions {
     pub slots: usize,
     pub max_parallelism: u32,
     pub channel_capacity: usize,
-    /// Used for Kafka tables that do not name `bootstrap_servers`.
-    pub kafka_bootstrap: Option<String>,
+    /// What Kafka tables leave out: bootstrap servers, client properties, dead-letter topic,
+    /// sink delivery guarantee.
+    pub kafka: KafkaDefaults,
     /// Take checkpoints (and restore from the latest one at start).
     pub checkpointing: Option<CheckpointSettings>,
     /// Start from this savepoint (a folder URL) instead of the latest checkpoint.
@@ -73,7 +74,7 @@ impl Default for JobOptions {
             slots: 1,
             max_parallelism: millrace_types::DEFAULT_MAX_PARALLELISM,
             channel_capacity: 16,
-            kafka_bootstrap: None,
+            kafka: KafkaDefaults::default(),
             checkpointing: None,
             restore_from: None,
             allow_non_restored_state: false,
@@ -177,7 +178,7 @@ impl Job {
         let plan = plan_job(sql)?;
         let source_table = connector_table(&plan.source);
         let sink_table = connector_table(&plan.sink);
-        let bootstrap = options.kafka_bootstrap.as_deref();
+        let bootstrap = &options.kafka;
         let at =
             |def: &TableDef, err: ConnectorError| JobError::Sql(SqlError::at(def.location, err.to_string()));
         let source = match overrides.sources.remove(&plan.source.name) {

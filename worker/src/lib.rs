@@ -17,3 +17,4 @@ pub use control::{JobControl, JobPhase, control_router};
 pub use coordinator::{CheckpointMetrics, CheckpointSettings};
 pub use job::{Job, JobError, JobMetrics, JobOptions, JobOverrides};
 pub use manifest::{JobSource, load_job_file};
+pub use millrace_connectors::{KafkaDefaults, SinkDeliveryDefault};

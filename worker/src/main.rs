@@ -23,8 +23,8 @@ use millrace_worker::roles::{
     run_worker,
 };
 use millrace_worker::{
-    CheckpointSettings, Job, JobControl, JobError, JobMetrics, JobOptions, JobOverrides, control_router,
-    load_job_file,
+    CheckpointSettings, Job, JobControl, JobError, JobMetrics, JobOptions, JobOverrides, KafkaDefaults,
+    SinkDeliveryDefault, control_router, load_job_file,
 };
 use prometheus_client::registry::Registry;
 
@@ -67,9 +67,8 @@ struct CoordinatorArgs {
     /// Where workers register [default: $POD_IP:6123, else 127.0.0.1:6123].
     #[arg(long, env = "MILLRACE_COORDINATOR_LISTEN")]
     listen: Option<String>,
-    /// Kafka bootstrap servers for tables that do not name them.
-    #[arg(long, env = "KAFKA_BOOTSTRAP")]
-    kafka_bootstrap: Option<String>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Take checkpoints into this folder and restore from the newest one at start.
     #[arg(long, env = "MILLRACE_CHECKPOINT_DIR")]
     checkpoint_dir: Option<String>,
@@ -107,6 +106,58 @@ struct WorkerArgs {
     /// Kafka bootstrap servers for tables that do not name them [default: the coordinator's].
     #[arg(long, env = "KAFKA_BOOTSTRAP")]
     kafka_bootstrap: Option<String>,
+    /// Kafka client properties of this process, one file per librdkafka key (a mounted Secret).
+    #[arg(long, env = "MILLRACE_KAFKA_PROPERTIES_DIR")]
+    kafka_properties_dir: Option<PathBuf>,
+}
+
+/// What the job's Kafka tables leave out (a StreamJob's `spec.kafka`, `spec.deadLetter` and
+/// `spec.checkpointing.delivery`, passed by the operator); a table's own options win.
+#[derive(Debug, clap::Args)]
+struct KafkaArgs {
+    /// Kafka bootstrap servers for tables that do not name them.
+    #[arg(long, env = "KAFKA_BOOTSTRAP")]
+    kafka_bootstrap: Option<String>,
+    /// Kafka client properties for every Kafka client of the job, one file per librdkafka
+    /// key holding its value (a mounted Secret); a table's `properties.<key>` wins.
+    #[arg(long, env = "MILLRACE_KAFKA_PROPERTIES_DIR")]
+    kafka_properties_dir: Option<PathBuf>,
+    /// Dead-letter topic of Kafka sources that set neither `dlq_topic` nor `bad_records`.
+    #[arg(long, env = "MILLRACE_DEAD_LETTER_TOPIC")]
+    dead_letter_topic: Option<String>,
+    /// Delivery guarantee of Kafka sinks that do not set `sink.delivery-guarantee`
+    /// [default: at-least-once]; `exactly-once` needs --transactional-id-base.
+    #[arg(long, value_parser = ["at-least-once", "exactly-once"])]
+    sink_delivery: Option<String>,
+    /// Names the exactly-once transactions of sinks without `sink.transactional-id-prefix`:
+    /// `<base>.<sink table>`; unique per job, stable across its deployments.
+    #[arg(long)]
+    transactional_id_base: Option<String>,
+}
+
+impl KafkaArgs {
+    fn defaults(&self) -> anyhow::Result<KafkaDefaults> {
+        let sink_delivery = match (self.sink_delivery.as_deref(), &self.transactional_id_base) {
+            (None, _) => None,
+            (Some("exactly-once"), Some(base)) if !base.trim().is_empty() => {
+                Some(SinkDeliveryDefault::ExactlyOnce { transactional_id_base: base.clone() })
+            }
+            (Some("exactly-once"), _) => {
+                anyhow::bail!("--sink-delivery exactly-once needs --transactional-id-base")
+            }
+            (Some(_), _) => Some(SinkDeliveryDefault::AtLeastOnce),
+        };
+        Ok(KafkaDefaults {
+            bootstrap_servers: self.kafka_bootstrap.clone(),
+            properties: read_properties(self.kafka_properties_dir.as_deref())?,
+            dead_letter_topic: self.dead_letter_topic.clone(),
+            sink_delivery,
+        })
+    }
+}
+
+fn read_properties(dir: Option<&std::path::Path>) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(dir.map(KafkaDefaults::read_properties_dir).transpose()?.unwrap_or_default())
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,9 +175,8 @@ struct RunArgs {
     /// Key groups [default: the manifest's, else 128].
     #[arg(long)]
     max_parallelism: Option<u32>,
-    /// Kafka bootstrap servers for tables that do not name them.
-    #[arg(long, env = "KAFKA_BOOTSTRAP")]
-    kafka_bootstrap: Option<String>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Print the plan and exit without running.
     #[arg(long)]
     explain: bool,
@@ -218,6 +268,13 @@ fn run_role(ops_addr: Option<SocketAddr>, args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let kafka = match args.kafka.defaults() {
+        Ok(kafka) => kafka,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
     let parallelism = args.parallelism.or(source.parallelism).unwrap_or(1);
     let checkpoint_dir = args.checkpoint_dir.clone().or(source.checkpoint_storage.clone());
     let checkpointing = checkpoint_dir.as_ref().map(|url| CheckpointSettings {
@@ -242,7 +299,7 @@ fn run_role(ops_addr: Option<SocketAddr>, args: RunArgs) -> ExitCode {
             .max_parallelism
             .or(source.max_parallelism)
             .unwrap_or(millrace_types::DEFAULT_MAX_PARALLELISM),
-        kafka_bootstrap: args.kafka_bootstrap.clone(),
+        kafka,
         ..JobOptions::default()
     };
     let job = match Job::prepare(&source.sql, &options, JobOverrides::default()) {
@@ -297,6 +354,13 @@ fn coordinator_role(ops_addr: Option<SocketAddr>, args: CoordinatorArgs) -> Exit
             return ExitCode::from(2);
         }
     };
+    let kafka = match args.kafka.defaults() {
+        Ok(kafka) => kafka,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
     let parallelism = args.parallelism.or(source.parallelism).unwrap_or(1);
     let checkpoint_dir = args.checkpoint_dir.clone().or(source.checkpoint_storage.clone());
     let checkpointing = checkpoint_dir.as_ref().map(|url| CheckpointSettings {
@@ -321,7 +385,7 @@ fn coordinator_role(ops_addr: Option<SocketAddr>, args: CoordinatorArgs) -> Exit
             .max_parallelism
             .or(source.max_parallelism)
             .unwrap_or(millrace_types::DEFAULT_MAX_PARALLELISM),
-        kafka_bootstrap: args.kafka_bootstrap.clone(),
+        kafka,
         ..JobOptions::default()
     };
     if let Err(err) = Job::prepare(&source.sql, &options, JobOverrides::default()) {
@@ -371,11 +435,19 @@ fn coordinator_role(ops_addr: Option<SocketAddr>, args: CoordinatorArgs) -> Exit
 }
 
 fn worker_role(ops_addr: Option<SocketAddr>, args: WorkerArgs) -> ExitCode {
+    let kafka_properties = match read_properties(args.kafka_properties_dir.as_deref()) {
+        Ok(properties) => properties,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
     let settings = WorkerSettings {
         coordinator: args.coordinator,
         slots: args.slots.max(1),
         data_addr: args.data_addr.unwrap_or_else(default_data_addr),
         kafka_bootstrap: args.kafka_bootstrap,
+        kafka_properties,
     };
     let ops_addr = ops_addr.unwrap_or_else(|| default_ops_addr(9200));
     block_on(Some(settings.slots + 1), async move {

@@ -67,7 +67,9 @@ fn table_rows(sql: &str, name: &str) -> RecordBatch {
         options: def.options.clone(),
         primary_key: Vec::new(),
     };
-    let SourceConnector::Nexmark(config) = SourceConnector::from_table(&table, None).expect("options") else {
+    let SourceConnector::Nexmark(config) =
+        SourceConnector::from_table(&table, &millrace_worker::KafkaDefaults::default()).expect("options")
+    else {
         panic!("a nexmark source")
     };
     let batches = generate_bounded(&config, table.schema.clone(), &[], 0, 1).expect("generates");

@@ -352,6 +352,7 @@ pub(crate) fn desired(state: &AppState, tenant: &str, row: &JobRow, current: &Ve
             tenant,
             &row.name,
         ),
+        transactional_id_prefix: format!("{tenant}.{}", row.name),
     }
 }
 

@@ -157,6 +157,9 @@ pub struct DesiredJob {
     pub savepoint_nonce: i64,
     /// `<base>/<tenant>/<job>` when the installation names a checkpoint storage base.
     pub checkpoint_storage: Option<String>,
+    /// `<tenant>.<job>`: the job's exactly-once transactions carry the tenant's prefix, like
+    /// every Kafka identity of the tenant.
+    pub transactional_id_prefix: String,
 }
 
 /// Where a job's checkpoints go: under the installation's base, per tenant and job, so that
@@ -181,7 +184,8 @@ fn spec_of(desired: &DesiredJob) -> Value {
     if desired.savepoint_nonce > 0 {
         spec["savepointTriggerNonce"] = json!(desired.savepoint_nonce);
     }
-    let mut checkpointing = json!({ "delivery": s.delivery });
+    let mut checkpointing =
+        json!({ "delivery": s.delivery, "transactionalIdPrefix": desired.transactional_id_prefix });
     if let Some(ms) = s.checkpoint_interval_ms {
         checkpointing["intervalMs"] = json!(ms);
     }
@@ -304,6 +308,7 @@ mod tests {
             state: DesiredState::Suspended,
             savepoint_nonce: 4,
             checkpoint_storage: checkpoint_storage_for(Some("s3://ckpt/"), "acme", "avg"),
+            transactional_id_prefix: "acme.avg".into(),
         }
     }
 
@@ -317,6 +322,11 @@ mod tests {
         assert_eq!(
             job.spec.checkpointing.as_ref().and_then(|c| c.storage.as_deref()),
             Some("s3://ckpt/acme/avg")
+        );
+        assert_eq!(
+            job.spec.checkpointing.as_ref().and_then(|c| c.transactional_id_prefix.as_deref()),
+            Some("acme.avg"),
+            "exactly-once transactions carry the tenant's prefix"
         );
         assert_eq!(manifest["metadata"]["labels"][JOB_VERSION_LABEL], "3");
         assert_eq!(spec_drift(&desired(), &job.spec), None);

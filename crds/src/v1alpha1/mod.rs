@@ -13,7 +13,7 @@ pub use kafka_topic::{
 };
 pub use stream_job::{
     CheckpointInfo, Checkpointing, DEFAULT_MAX_PARALLELISM, DeadLetterPolicy, DeliveryGuarantee,
-    DeploymentRecord, EnvVar, JobPhase, JobState, KeyReference, PendingSavepoint, PodOverrides, Resources,
-    SavepointInfo, SavepointPolicy, SavepointTrigger, StreamJob, StreamJobSpec, StreamJobStatus, Toleration,
-    UpgradeMode,
+    DeploymentRecord, EnvVar, JobPhase, JobState, KeyReference, PendingSavepoint, PodOverrides, PodRestarts,
+    Resources, RestartPolicy, RollbackPolicy, SavepointInfo, SavepointPolicy, SavepointTrigger, StreamJob,
+    StreamJobSpec, StreamJobStatus, Toleration, UpgradeMode,
 };

@@ -142,6 +142,64 @@ pub struct StreamJobSpec {
     /// What the job's Pods get beyond the defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_overrides: Option<PodOverrides>,
+
+    /// How many failures the job survives: restarts of its tasks by the coordinator and
+    /// crashes of its Pods, each at most `attempts` within `windowMs`; one more and the job is
+    /// Failed with the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<RestartPolicy>,
+
+    /// Return a failed upgrade to the last spec that ran (`status.lastStableSpec`), as the
+    /// Flink Kubernetes Operator's rollback does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackPolicy>,
+}
+
+/// Restarts survived before a job is Failed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartPolicy {
+    /// Restarts allowed within the window. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub attempts: Option<i32>,
+
+    /// The window, in milliseconds. Default 300000 (5 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1000))]
+    pub window_ms: Option<i64>,
+}
+
+impl RestartPolicy {
+    pub const DEFAULT_ATTEMPTS: i32 = 3;
+    pub const DEFAULT_WINDOW_MS: i64 = 300_000;
+
+    pub fn effective_attempts(policy: Option<&Self>) -> i32 {
+        policy.and_then(|p| p.attempts).unwrap_or(Self::DEFAULT_ATTEMPTS)
+    }
+
+    pub fn effective_window_ms(policy: Option<&Self>) -> i64 {
+        policy.and_then(|p| p.window_ms).unwrap_or(Self::DEFAULT_WINDOW_MS)
+    }
+}
+
+/// When an upgrade is rolled back.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackPolicy {
+    /// Roll back an upgrade that fails (the job Failed, or its Pods crash beyond
+    /// `restarts`) or is not Running within `readinessTimeoutMs`. Default false.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// How long an upgraded job may take to reach Running, in milliseconds. Default 300000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1000))]
+    pub readiness_timeout_ms: Option<i64>,
+}
+
+impl RollbackPolicy {
+    pub const DEFAULT_READINESS_TIMEOUT_MS: i64 = 300_000;
 }
 
 /// The state a job should be in.
@@ -207,9 +265,18 @@ pub struct Checkpointing {
     #[schemars(range(min = 1, max = 100))]
     pub retained: Option<i32>,
 
-    /// Delivery guarantee of the job's Kafka sinks.
+    /// Delivery guarantee of the job's Kafka sinks that set no `sink.delivery-guarantee`.
+    /// Both guarantees are kept at checkpoints: without checkpoint storage, sinks write as
+    /// they go.
     #[serde(default)]
     pub delivery: DeliveryGuarantee,
+
+    /// Names the exactly-once transactions of sinks that set no `sink.transactional-id-prefix`:
+    /// `<this>.<sink table>-<subtask>-<epoch>`. Unique per job in the Kafka cluster, and kept
+    /// across the job's deployments. Default `<namespace>.<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200))]
+    pub transactional_id_prefix: Option<String>,
 }
 
 /// Periodic savepoints and what happens to savepoints over time.
@@ -458,6 +525,32 @@ pub struct StreamJobStatus {
     /// The last deployed spec (as JSON) that reached `Running`: where a rollback goes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_stable_spec: Option<String>,
+
+    /// The spec (as JSON) whose deployment failed and was stopped or rolled back; it is not
+    /// deployed again until the spec changes (or `restartNonce` does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_spec: Option<String>,
+
+    /// Container restarts of the current deployment's Pods, as the operator counted them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_restarts: Option<PodRestarts>,
+}
+
+/// Container restarts the operator has seen in the current deployment's Pods.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRestarts {
+    /// The deployment the count belongs to (`deployment.number`).
+    pub deployment: i64,
+    /// The sum of the Pods' container restart counts at the last look.
+    pub counted: i32,
+    /// When new restarts were seen (RFC 3339), newest first; only those inside the window
+    /// of `spec.restarts` are kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen_at: Vec<String>,
+    /// The last crash, as the container reported it (exit code, reason, message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_crash: Option<String>,
 }
 
 impl StreamJobSpec {

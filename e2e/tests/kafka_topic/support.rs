@@ -315,13 +315,10 @@ pub fn produce_integers(topic: &str, values: &[i64]) {
     producer.flush(Duration::from_secs(30)).expect("input acknowledged");
 }
 
-/// Reads `topic` (one partition, `read_committed`) from the beginning until `count` records
-/// (floats as text) or `deadline`; each read waits for the next record, up to what is left
-/// of the deadline.
-#[allow(dead_code)] // for the job tests (stream_job.rs, api.rs), not kafka_topic.rs
-pub async fn consume_floats(topic: &str, count: usize, deadline: Duration) -> Vec<f64> {
+/// A `read_committed` consumer of `topic`'s partition 0 from its beginning, in a group of its own.
+#[allow(dead_code)] // for the job tests, not kafka_topic.rs
+pub fn committed_reader(topic: &str) -> rdkafka::consumer::StreamConsumer {
     use rdkafka::consumer::{Consumer, StreamConsumer};
-    use rdkafka::message::Message;
     use rdkafka::{Offset, TopicPartitionList};
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
@@ -332,6 +329,16 @@ pub async fn consume_floats(topic: &str, count: usize, deadline: Duration) -> Ve
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, 0, Offset::Beginning).expect("partition");
     consumer.assign(&assignment).expect("assign");
+    consumer
+}
+
+/// Reads `topic` (one partition, `read_committed`) from the beginning until `count` records
+/// (floats as text) or `deadline`; each read waits for the next record, up to what is left
+/// of the deadline.
+#[allow(dead_code)] // for the job tests (stream_job.rs, api.rs), not kafka_topic.rs
+pub async fn consume_floats(topic: &str, count: usize, deadline: Duration) -> Vec<f64> {
+    use rdkafka::message::Message;
+    let consumer = committed_reader(topic);
     let mut seen = Vec::new();
     let end = Instant::now() + deadline;
     while seen.len() < count {

@@ -8,13 +8,18 @@
 //! Objects are built as server-side-apply bodies (JSON with apiVersion and kind); this module
 //! performs no I/O and knows nothing about the job's lifecycle beyond the deployment record.
 
-use millrace_crds::v1alpha1::{DeploymentRecord, EnvVar, PodOverrides, Resources, StreamJob, StreamJobSpec};
+use millrace_crds::v1alpha1::{
+    DeliveryGuarantee, DeploymentRecord, EnvVar, PodOverrides, Resources, StreamJob, StreamJobSpec,
+};
 use serde_json::{Value, json};
 
 use super::validate::ValidJob;
 
 /// Where the plan ConfigMap is mounted in the coordinator.
 pub const PLAN_MOUNT: &str = "/etc/millrace/job";
+/// Where `spec.kafka.secretRef` (librdkafka client properties, one key per property) is
+/// mounted in the coordinator and the workers.
+pub const KAFKA_PROPERTIES_MOUNT: &str = "/etc/millrace/kafka";
 /// Port workers register on.
 pub const RPC_PORT: u16 = 6123;
 /// Ops port (`/readyz`, `/metrics`, the control API) of coordinator and workers.
@@ -88,8 +93,14 @@ pub fn job_storage(spec: &StreamJobSpec, namespace: &str, name: &str, defaults: 
 /// Checkpoints of one deployment, in a folder of its own (or, for `last-state`, the folder of
 /// the deployment it continues): a coordinator restores the latest checkpoint of its folder,
 /// so it never restores an older deployment's checkpoint after a savepoint or a fresh start.
-pub fn checkpoint_dir(storage: &str, deployment: i64) -> String {
-    format!("{storage}/checkpoints/{deployment}")
+///
+/// The folder is named `<incarnation>-<deployment>`, the incarnation being the first 8
+/// characters of the StreamJob's uid: a job deleted and created again under the same name
+/// starts its deployment numbers at 1 again and must not restore the old job's checkpoints.
+pub fn checkpoint_dir(storage: &str, job: &StreamJob, deployment: i64) -> String {
+    let uid = job.metadata.uid.as_deref().unwrap_or("0");
+    let incarnation: String = uid.chars().filter(|c| *c != '-').take(8).collect();
+    format!("{storage}/checkpoints/{incarnation}-{deployment}")
 }
 
 /// Savepoints of every deployment of the job; kept when the StreamJob is deleted.
@@ -150,10 +161,30 @@ fn environment(spec: &StreamJobSpec, defaults: &Defaults) -> Vec<Value> {
         json!({ "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } }),
         json!({ "name": "KAFKA_BOOTSTRAP", "value": bootstrap }),
     ];
+    if kafka_secret(spec).is_some() {
+        env.push(json!({ "name": "MILLRACE_KAFKA_PROPERTIES_DIR", "value": KAFKA_PROPERTIES_MOUNT }));
+    }
+    if let Some(topic) = spec.dead_letter.as_ref().and_then(|d| d.topic.as_ref()) {
+        env.push(json!({ "name": "MILLRACE_DEAD_LETTER_TOPIC", "value": topic }));
+    }
     if let Some(overrides) = &spec.pod_overrides {
         env.extend(overrides.env.iter().map(env_var));
     }
     env
+}
+
+/// The Secret of `spec.kafka.secretRef`, if any.
+fn kafka_secret(spec: &StreamJobSpec) -> Option<&str> {
+    spec.kafka.as_ref()?.secret_ref.as_ref().map(|s| s.name.as_str())
+}
+
+/// The volume and mount of the Kafka client properties Secret, if the job names one.
+fn kafka_properties_volume(spec: &StreamJobSpec) -> Option<(Value, Value)> {
+    let secret = kafka_secret(spec)?;
+    Some((
+        json!({ "name": "kafka-properties", "secret": { "secretName": secret } }),
+        json!({ "name": "kafka-properties", "mountPath": KAFKA_PROPERTIES_MOUNT, "readOnly": true }),
+    ))
 }
 
 /// A Pod template with the overrides of the spec applied.
@@ -216,7 +247,7 @@ pub fn coordinator_args(job: &StreamJob, record: &DeploymentRecord, defaults: &D
         let retained = checkpointing.and_then(|c| c.retained).unwrap_or(3);
         args.extend([
             "--checkpoint-dir".into(),
-            checkpoint_dir(&storage, record.checkpoint_folder.unwrap_or(record.number)),
+            checkpoint_dir(&storage, job, record.checkpoint_folder.unwrap_or(record.number)),
             "--checkpoint-interval".into(),
             format!("{interval}ms"),
             "--checkpoints-retained".into(),
@@ -231,7 +262,44 @@ pub fn coordinator_args(job: &StreamJob, record: &DeploymentRecord, defaults: &D
     if spec.allow_non_restored_state {
         args.push("--allow-non-restored-state".into());
     }
+    if let Some(restarts) = &spec.restarts {
+        let attempts = millrace_crds::v1alpha1::RestartPolicy::effective_attempts(Some(restarts));
+        let window = millrace_crds::v1alpha1::RestartPolicy::effective_window_ms(Some(restarts));
+        args.extend([
+            "--restart-attempts".into(),
+            attempts.to_string(),
+            "--restart-window".into(),
+            format!("{window}ms"),
+        ]);
+    }
+    args.extend(delivery_args(job, defaults));
     args
+}
+
+/// The delivery guarantee of sinks whose SQL does not choose one (`spec.checkpointing.delivery`,
+/// exactly-once by default). Both guarantees are kept at checkpoints, so a job without
+/// checkpoint storage gets none: its sinks write as they go (the engine's at-least-once
+/// flushes need barriers). Exactly-once transactions are named `<prefix>.<sink table>…`
+/// (`checkpointing.transactionalIdPrefix`, default `<namespace>.<job>`), stable across the
+/// job's deployments so a restore settles the ones its checkpoint covers.
+fn delivery_args(job: &StreamJob, defaults: &Defaults) -> Vec<String> {
+    let namespace = job.metadata.namespace.as_deref().unwrap_or_default();
+    let name = job.metadata.name.as_deref().unwrap_or_default();
+    if job_storage(&job.spec, namespace, name, defaults).is_none() {
+        return Vec::new();
+    }
+    let checkpointing = job.spec.checkpointing.as_ref();
+    match checkpointing.map(|c| c.delivery).unwrap_or_default() {
+        DeliveryGuarantee::ExactlyOnce => vec![
+            "--sink-delivery".into(),
+            "exactly-once".into(),
+            "--transactional-id-base".into(),
+            checkpointing
+                .and_then(|c| c.transactional_id_prefix.clone())
+                .unwrap_or_else(|| format!("{namespace}.{name}")),
+        ],
+        DeliveryGuarantee::AtLeastOnce => vec!["--sink-delivery".into(), "at-least-once".into()],
+    }
 }
 
 fn image(spec: &StreamJobSpec, defaults: &Defaults) -> String {
@@ -240,7 +308,7 @@ fn image(spec: &StreamJobSpec, defaults: &Defaults) -> String {
 
 fn coordinator(job: &StreamJob, record: &DeploymentRecord, defaults: &Defaults) -> Value {
     let name = job.metadata.name.as_deref().unwrap_or_default();
-    let container = json!({
+    let mut container = json!({
         "name": "coordinator",
         "image": image(&job.spec, defaults),
         "command": ["millrace-worker"],
@@ -252,9 +320,14 @@ fn coordinator(job: &StreamJob, record: &DeploymentRecord, defaults: &Defaults) 
         ],
         "readinessProbe": readiness_probe(),
         "resources": resources(job.spec.coordinator_resources.as_ref()),
-        "volumeMounts": [{ "name": "plan", "mountPath": PLAN_MOUNT, "readOnly": true }],
     });
-    let volumes = vec![json!({ "name": "plan", "configMap": { "name": plan_name(name) } })];
+    let mut mounts = vec![json!({ "name": "plan", "mountPath": PLAN_MOUNT, "readOnly": true })];
+    let mut volumes = vec![json!({ "name": "plan", "configMap": { "name": plan_name(name) } })];
+    if let Some((volume, mount)) = kafka_properties_volume(&job.spec) {
+        volumes.push(volume);
+        mounts.push(mount);
+    }
+    container["volumeMounts"] = json!(mounts);
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -272,7 +345,7 @@ fn coordinator(job: &StreamJob, record: &DeploymentRecord, defaults: &Defaults) 
 fn worker(job: &StreamJob, record: &DeploymentRecord, defaults: &Defaults) -> Value {
     let name = job.metadata.name.as_deref().unwrap_or_default();
     let slots = job.spec.effective_slots_per_worker().to_string();
-    let container = json!({
+    let mut container = json!({
         "name": "worker",
         "image": image(&job.spec, defaults),
         "command": ["millrace-worker"],
@@ -282,6 +355,11 @@ fn worker(job: &StreamJob, record: &DeploymentRecord, defaults: &Defaults) -> Va
         "readinessProbe": readiness_probe(),
         "resources": resources(job.spec.worker_resources.as_ref()),
     });
+    let mut volumes = Vec::new();
+    if let Some((volume, mount)) = kafka_properties_volume(&job.spec) {
+        volumes.push(volume);
+        container["volumeMounts"] = json!([mount]);
+    }
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -291,7 +369,7 @@ fn worker(job: &StreamJob, record: &DeploymentRecord, defaults: &Defaults) -> Va
             // A deployment's workers register with its coordinator only.
             "strategy": { "type": "Recreate" },
             "selector": { "matchLabels": selector_labels(name, "worker") },
-            "template": pod_template(job, "worker", record, container, vec![]),
+            "template": pod_template(job, "worker", record, container, volumes),
         },
     })
 }
@@ -423,9 +501,10 @@ mod tests {
         assert_eq!(
             args,
             "coordinator -f /etc/millrace/job/job.sql --parallelism 3 --max-parallelism 128 \
-             --slots-per-worker 2 --checkpoint-dir file:///tmp/checkpoints/jobs/filter/checkpoints/4 \
+             --slots-per-worker 2 --checkpoint-dir file:///tmp/checkpoints/jobs/filter/checkpoints/6b1f7c4e-4 \
              --checkpoint-interval 2000ms --checkpoints-retained 2 \
-             --savepoint-dir file:///tmp/checkpoints/jobs/filter/savepoints --restore-from file:///tmp/sp-9"
+             --savepoint-dir file:///tmp/checkpoints/jobs/filter/savepoints --restore-from file:///tmp/sp-9 \
+             --sink-delivery exactly-once --transactional-id-base jobs.filter"
         );
         let ports: Vec<(String, i32)> = container
             .ports
@@ -453,7 +532,7 @@ mod tests {
         continued.checkpoint_folder = Some(3);
         let args = coordinator_args(&j, &continued, &defaults());
         let at = args.iter().position(|a| a == "--checkpoint-dir").expect("checkpoint dir");
-        assert_eq!(args[at + 1], "file:///tmp/checkpoints/jobs/filter/checkpoints/3");
+        assert_eq!(args[at + 1], "file:///tmp/checkpoints/jobs/filter/checkpoints/6b1f7c4e-3");
         assert!(!args.iter().any(|a| a == "--restore-from"));
     }
 
@@ -470,6 +549,49 @@ mod tests {
         let c = build(&j, &ValidJob { explain: String::new() }, &record(1, None), &defaults());
         let coordinator: Deployment = serde_json::from_value(c.coordinator).expect("a Deployment");
         assert_eq!(container_of(&coordinator).image.as_deref(), Some("millrace/millrace-worker:0.1.0"));
+    }
+
+    #[test]
+    fn kafka_credentials_dead_letters_and_delivery_reach_both_roles() {
+        let mut j = job(include_str!("../../tests/fixtures/stream_job/seed.yaml"));
+        j.spec.kafka = Some(millrace_crds::v1alpha1::KafkaConnection {
+            bootstrap_servers: "broker-1:9093".into(),
+            secret_ref: Some(millrace_crds::v1alpha1::SecretReference { name: "kafka-client".into() }),
+        });
+        j.spec.dead_letter =
+            Some(millrace_crds::v1alpha1::DeadLetterPolicy { topic: Some("filter-dlq".into()) });
+        if let Some(c) = j.spec.checkpointing.as_mut() {
+            c.delivery = DeliveryGuarantee::AtLeastOnce;
+        }
+        let c = build(&j, &ValidJob { explain: String::new() }, &record(1, None), &defaults());
+        for deployment in [c.coordinator, c.worker] {
+            let deployment: Deployment = serde_json::from_value(deployment).expect("a Deployment");
+            let pod = deployment.spec.as_ref().and_then(|s| s.template.spec.clone()).expect("pod spec");
+            let secret = pod
+                .volumes
+                .expect("volumes")
+                .into_iter()
+                .find(|v| v.name == "kafka-properties")
+                .and_then(|v| v.secret)
+                .expect("the Secret as a volume");
+            assert_eq!(secret.secret_name.as_deref(), Some("kafka-client"));
+            let container = pod.containers[0].clone();
+            let mount =
+                container.volume_mounts.expect("mounts").into_iter().find(|m| m.name == "kafka-properties");
+            assert_eq!(mount.map(|m| m.mount_path), Some(KAFKA_PROPERTIES_MOUNT.to_owned()));
+            let env: Vec<(String, Option<String>)> =
+                container.env.expect("env").into_iter().map(|e| (e.name, e.value)).collect();
+            assert!(env.contains(&("KAFKA_BOOTSTRAP".into(), Some("broker-1:9093".into()))), "{env:?}");
+            assert!(
+                env.contains(&("MILLRACE_KAFKA_PROPERTIES_DIR".into(), Some(KAFKA_PROPERTIES_MOUNT.into())))
+            );
+            assert!(env.contains(&("MILLRACE_DEAD_LETTER_TOPIC".into(), Some("filter-dlq".into()))));
+        }
+        let args = coordinator_args(&j, &record(1, None), &defaults());
+        assert!(args.ends_with(&["--sink-delivery".to_owned(), "at-least-once".to_owned()]), "{args:?}");
+        j.spec.checkpointing = None;
+        let args = coordinator_args(&j, &record(1, None), &defaults());
+        assert!(!args.iter().any(|a| a == "--sink-delivery"), "no storage, no delivery default: {args:?}");
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub enum Error {
 
     #[error("Kubernetes API request failed: {0}")]
     Kube(#[from] kube::Error),
+
+    /// The job's checkpoint storage could not be disposed of (`disposeOnDelete`).
+    #[error("checkpoint storage: {0}")]
+    Storage(String),
 }
 
 impl Error {
@@ -35,13 +39,14 @@ impl Error {
             Error::InvalidSql(_) => "InvalidSql",
             Error::Coordinator(_) => "CoordinatorUnavailable",
             Error::Kube(_) => "KubernetesApiError",
+            Error::Storage(_) => "StorageError",
         }
     }
 
     pub fn retry(&self) -> Retry {
         match self {
             Error::MalformedObject(_) | Error::InvalidSpec(_) | Error::InvalidSql(_) => Retry::AfterChange,
-            Error::Coordinator(_) | Error::Kube(_) => Retry::WithBackoff,
+            Error::Coordinator(_) | Error::Kube(_) | Error::Storage(_) => Retry::WithBackoff,
         }
     }
 

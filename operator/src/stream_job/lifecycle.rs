@@ -14,16 +14,21 @@
 //!   `running` again restores from that savepoint;
 //! - `savepointTriggerNonce` and `savepoints.intervalMs` take savepoints without stopping;
 //! - a savepoint that cannot be taken (no storage, coordinator not running) falls back to the
-//!   latest checkpoint, and the decision says so.
+//!   latest checkpoint, and the decision says so;
+//! - a deployment whose Pods crash more than `spec.restarts` allows is stopped (Failed); with
+//!   `spec.rollback.enabled`, an upgrade that fails that way, is reported FAILED by its
+//!   coordinator or is not Running within the readiness timeout is rolled back to
+//!   `status.lastStableSpec`; either way the failed spec is not deployed again until it changes.
 
 use k8s_openapi::jiff::Timestamp;
 use millrace_crds::v1alpha1::{
-    DeploymentRecord, JobState, PendingSavepoint, SavepointInfo, SavepointTrigger, StreamJob, StreamJobSpec,
-    StreamJobStatus, UpgradeMode,
+    DeploymentRecord, JobState, PendingSavepoint, PodRestarts, RollbackPolicy, SavepointInfo,
+    SavepointTrigger, StreamJob, StreamJobSpec, StreamJobStatus, UpgradeMode,
 };
 use serde_json::Value;
 
 use super::control::{JobView, SavepointRequest};
+use super::restarts::{self, PodHealth};
 
 /// A savepoint request that has not finished after this long is given up (the coordinator
 /// lost it, e.g. because it restarted without the operator seeing the 404).
@@ -40,6 +45,8 @@ pub struct Observed {
     pub pending: PendingLookup,
     /// The job has checkpoint storage (savepoints are possible).
     pub has_storage: bool,
+    /// Restarts of the current deployment's Pods (none when nothing is deployed).
+    pub pods: Option<PodHealth>,
 }
 
 /// What became of the request in `status.pendingSavepoint`.
@@ -54,7 +61,7 @@ pub enum PendingLookup {
 }
 
 /// The one step the reconcile takes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Step {
     /// Apply the children for this (new) deployment.
     Deploy { record: DeploymentRecord, reason: DeployReason },
@@ -63,6 +70,7 @@ pub enum Step {
     /// Delete the coordinator and worker Deployments (suspend).
     Remove,
     /// Nothing to change: wait for the job or for a savepoint.
+    #[default]
     Wait,
 }
 
@@ -75,6 +83,8 @@ pub enum DeployReason {
     Upgrade,
     /// `state` went back to running, or the job's Deployments were gone.
     Resume,
+    /// The upgraded spec failed: back to `status.lastStableSpec`.
+    Rollback,
 }
 
 impl DeployReason {
@@ -83,6 +93,7 @@ impl DeployReason {
             DeployReason::Initial => "Deployed",
             DeployReason::Upgrade => "Upgraded",
             DeployReason::Resume => "Resumed",
+            DeployReason::Rollback => "RolledBack",
         }
     }
 }
@@ -95,13 +106,18 @@ pub enum SavepointOutcome {
 }
 
 /// The decision of one reconcile.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decision {
     pub step: Step,
     /// The pending savepoint finished (either way) during this reconcile.
     pub outcome: Option<SavepointOutcome>,
     /// A note for a person: why a fallback was taken. Becomes a Warning Event.
     pub warning: Option<String>,
+    /// The current deployment failed (crash loop, FAILED, readiness timeout), and why: the
+    /// status records its spec as `failedSpec`.
+    pub failure: Option<String>,
+    /// The Pods' restart count after this look.
+    pub restarts: Option<PodRestarts>,
 }
 
 /// The spec without the fields that never need a redeploy, as JSON.
@@ -111,12 +127,79 @@ pub fn fingerprint(spec: &StreamJobSpec) -> Value {
     spec.state = JobState::Running;
     spec.savepoints = None;
     spec.upgrade_mode = UpgradeMode::default();
+    spec.rollback = None;
     serde_json::to_value(&spec).unwrap_or(Value::Null)
 }
 
 /// The spec the running deployment was started from, if the status records one.
 pub fn deployed_spec(status: &StreamJobStatus) -> Option<StreamJobSpec> {
     serde_json::from_str(status.last_reconciled_spec.as_deref()?).ok()
+}
+
+/// The spec a rollback returns to, if the status records one.
+pub fn stable_spec(status: &StreamJobStatus) -> Option<StreamJobSpec> {
+    serde_json::from_str(status.last_stable_spec.as_deref()?).ok()
+}
+
+/// The spec a deployment for `reason` runs: the job's, or for a rollback the last stable one.
+pub fn spec_to_deploy(job: &StreamJob, reason: DeployReason) -> StreamJobSpec {
+    match reason {
+        DeployReason::Rollback => {
+            job.status.as_ref().and_then(stable_spec).unwrap_or_else(|| job.spec.clone())
+        }
+        _ => job.spec.clone(),
+    }
+}
+
+/// The spec is one whose deployment failed (and has not changed since).
+pub fn is_failed_spec(status: &StreamJobStatus, spec: &StreamJobSpec) -> bool {
+    status
+        .failed_spec
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<StreamJobSpec>(s).ok())
+        .is_some_and(|failed| fingerprint(&failed) == fingerprint(spec))
+}
+
+/// The running deployment is an upgrade that has not reached Running yet.
+fn upgrade_unproven(status: &StreamJobStatus) -> bool {
+    status.last_stable_spec.is_some() && status.last_stable_spec != status.last_reconciled_spec
+}
+
+/// Why the current deployment counts as failed, if it does (see the module doc).
+fn deployment_failure(
+    job: &StreamJob,
+    status: &StreamJobStatus,
+    observed: &Observed,
+    restarts: Option<&PodRestarts>,
+    now: Timestamp,
+) -> Option<String> {
+    if let Some(reason) = restarts.and_then(|r| restarts::crash_loop(r, &job.spec)) {
+        return Some(reason);
+    }
+    let rollback = job.spec.rollback.as_ref().filter(|r| r.enabled)?;
+    if !upgrade_unproven(status) {
+        return None;
+    }
+    if let Some(view) = observed.job.as_ref().filter(|j| j.has_failed()) {
+        return Some(
+            view.last_error.clone().unwrap_or_else(|| "the coordinator reports the job failed".into()),
+        );
+    }
+    let timeout_ms = rollback.readiness_timeout_ms.unwrap_or(RollbackPolicy::DEFAULT_READINESS_TIMEOUT_MS);
+    let started = status.deployment.as_ref().and_then(|d| parse_time(&d.started_at))?;
+    let running = observed.job.as_ref().is_some_and(JobView::is_running);
+    (!running && now.as_millisecond() - started.as_millisecond() > timeout_ms).then(|| {
+        format!("not Running {}s after the upgrade (spec.rollback.readinessTimeoutMs)", timeout_ms / 1000)
+    })
+}
+
+/// Where a rollback starts: the savepoint the failed upgrade started from, else (a
+/// `last-state` upgrade) where the deployments left off.
+fn rollback_record(status: &StreamJobStatus, now: &str) -> DeploymentRecord {
+    match status.deployment.as_ref().and_then(|d| d.restore_from.clone()) {
+        Some(savepoint) => fresh_record(status, Some(savepoint), now),
+        None => last_state_record(status, now),
+    }
 }
 
 fn parse_time(text: &str) -> Option<Timestamp> {
@@ -225,7 +308,19 @@ pub fn decide(job: &StreamJob, observed: &Observed, now: Timestamp) -> Decision 
         .and_then(|p| i32::try_from(p).ok())
         .or(deployed_spec.as_ref().map(|s| s.parallelism))
         .unwrap_or(job.spec.parallelism);
-    let decision = |step, outcome, warning| Decision { step, outcome, warning };
+    let restarts = match (&observed.pods, &status.deployment) {
+        (Some(health), Some(record)) => {
+            Some(restarts::tally(status.pod_restarts.as_ref(), record.number, health, &job.spec, now))
+        }
+        _ => None,
+    };
+    let decision = |step, outcome, warning| Decision {
+        step,
+        outcome,
+        warning,
+        failure: None,
+        restarts: restarts.clone(),
+    };
 
     let outcome =
         status.pending_savepoint.as_ref().and_then(|p| settle_pending(p, observed, running_parallelism, now));
@@ -277,6 +372,28 @@ pub fn decide(job: &StreamJob, observed: &Observed, now: Timestamp) -> Decision 
         return decision(Step::Remove, outcome, warning);
     }
 
+    let failed_spec = is_failed_spec(&status, &job.spec);
+    if observed.deployed
+        && !failed_spec
+        && let Some(failure) = deployment_failure(job, &status, observed, restarts.as_ref(), now)
+    {
+        let rollback = job.spec.rollback.as_ref().is_some_and(|r| r.enabled)
+            && upgrade_unproven(&status)
+            && stable_spec(&status).is_some();
+        let (step, note) = if rollback {
+            let record = rollback_record(&status, &now_str);
+            (Step::Deploy { record, reason: DeployReason::Rollback }, "rolling back to the last stable spec")
+        } else {
+            (Step::Remove, "stopping the job")
+        };
+        let warning = format!("{failure}; {note}");
+        return Decision { failure: Some(failure), ..decision(step, outcome, Some(warning)) };
+    }
+    if failed_spec && (!observed.deployed || status.deployment.is_none()) {
+        // Stopped after a failure: only a spec change (or restartNonce) starts it again.
+        return decision(Step::Wait, outcome, None);
+    }
+
     if !observed.deployed || status.deployment.is_none() || deployed_spec.is_none() {
         let reason = if status.deployment.is_none() { DeployReason::Initial } else { DeployReason::Resume };
         let record = resume_record(job, &now_str);
@@ -284,7 +401,7 @@ pub fn decide(job: &StreamJob, observed: &Observed, now: Timestamp) -> Decision 
     }
     let deployed = deployed_spec.unwrap_or_else(|| job.spec.clone());
 
-    if fingerprint(&deployed) != fingerprint(&job.spec) {
+    if fingerprint(&deployed) != fingerprint(&job.spec) && !failed_spec {
         let rescale_only = {
             let mut same = deployed.clone();
             same.parallelism = job.spec.parallelism;

@@ -19,7 +19,7 @@ fn running_view() -> JobView {
 }
 
 fn observed_running() -> Observed {
-    Observed { deployed: true, job: Some(running_view()), pending: PendingLookup::Unknown, has_storage: true }
+    Observed { deployed: true, job: Some(running_view()), has_storage: true, ..Observed::default() }
 }
 
 fn with_pending(mut job: StreamJob, trigger: SavepointTrigger, stop: bool) -> StreamJob {
@@ -214,4 +214,114 @@ fn the_fingerprint_ignores_triggers_state_and_schedule() {
     changed.savepoints = Some(Default::default());
     assert_eq!(fingerprint(&j.spec), fingerprint(&changed));
     assert_eq!(deployed_spec(j.status.as_ref().expect("status")).map(|s| s.parallelism), Some(3));
+}
+
+/// The running job upgraded (deployment 2, restored from the upgrade savepoint) to a spec
+/// that has not reached Running; `lastStableSpec` is deployment 1's.
+fn upgraded_job() -> StreamJob {
+    let mut j = running_job();
+    let status = j.status.get_or_insert_default();
+    status.last_stable_spec = status.last_reconciled_spec.clone();
+    j.spec.parallelism = 4;
+    j.spec.restarts =
+        Some(millrace_crds::v1alpha1::RestartPolicy { attempts: Some(1), window_ms: Some(60_000) });
+    let status = j.status.get_or_insert_default();
+    status.last_reconciled_spec = serde_json::to_string(&j.spec).ok();
+    status.phase = millrace_crds::v1alpha1::JobPhase::Upgrading;
+    status.deployment = Some(DeploymentRecord {
+        number: 2,
+        restore_from: Some("file:///sp/sp-8".into()),
+        checkpoint_folder: None,
+        started_at: "2026-12-02T00:09:00Z".into(),
+    });
+    j
+}
+
+fn crashing(restarts: i32) -> Observed {
+    Observed {
+        job: None,
+        pods: Some(PodHealth { restarts, last_crash: Some("w-0/worker: exit code 2".into()) }),
+        ..observed_running()
+    }
+}
+
+#[test]
+fn pods_crashing_beyond_the_policy_stop_the_job_and_its_spec_is_not_deployed_again() {
+    let j = upgraded_job();
+    let once = decide(&j, &crashing(1), now());
+    assert_eq!(once.step, Step::Wait, "one restart is within attempts 1");
+    assert_eq!(once.restarts.as_ref().map(|r| r.seen_at.len()), Some(1));
+
+    let mut j = j;
+    j.status.get_or_insert_default().pod_restarts = once.restarts.clone();
+    let d = decide(&j, &crashing(2), now());
+    assert_eq!(d.step, Step::Remove, "no rollback configured: the job is stopped");
+    let failure = d.failure.clone().expect("a failure");
+    assert!(failure.contains("more than 1 times") && failure.contains("exit code 2"), "{failure}");
+
+    // Stopped: the failed spec stays undeployed; a changed spec deploys again.
+    let status = j.status.get_or_insert_default();
+    status.failed_spec = status.last_reconciled_spec.clone();
+    let gone = Observed { deployed: false, job: None, ..observed_running() };
+    assert_eq!(decide(&j, &gone, now()).step, Step::Wait);
+    j.spec.restart_nonce = Some(7);
+    assert!(matches!(decide(&j, &gone, now()).step, Step::Deploy { reason: DeployReason::Resume, .. }));
+}
+
+#[test]
+fn a_failed_upgrade_rolls_back_to_the_stable_spec_from_the_upgrade_savepoint() {
+    let mut j = upgraded_job();
+    j.spec.rollback =
+        Some(millrace_crds::v1alpha1::RollbackPolicy { enabled: true, readiness_timeout_ms: None });
+    j.status.get_or_insert_default().last_reconciled_spec = serde_json::to_string(&j.spec).ok();
+    let failed = Observed {
+        job: Some(JobView {
+            phase: "FAILED".into(),
+            last_error: Some("task 0 panicked".into()),
+            ..running_view()
+        }),
+        ..observed_running()
+    };
+    let d = decide(&j, &failed, now());
+    let Step::Deploy { record, reason } = &d.step else { panic!("expected a rollback, got {d:?}") };
+    assert_eq!(*reason, DeployReason::Rollback);
+    assert_eq!((record.number, record.restore_from.as_deref()), (3, Some("file:///sp/sp-8")));
+    assert_eq!(d.failure.as_deref(), Some("task 0 panicked"));
+    assert_eq!(spec_to_deploy(&j, DeployReason::Rollback).parallelism, 3, "the stable spec");
+
+    // Rolled back and running the stable spec: the failed spec is not upgraded to again.
+    let mut rolled = j.clone();
+    let status = rolled.status.get_or_insert_default();
+    status.failed_spec = status.last_reconciled_spec.clone();
+    status.last_reconciled_spec = status.last_stable_spec.clone();
+    status.deployment = Some(record.clone());
+    assert_eq!(decide(&rolled, &observed_running(), now()).step, Step::Wait);
+    rolled.spec.parallelism = 2;
+    assert_eq!(
+        decide(&rolled, &observed_running(), now()).step,
+        Step::TriggerSavepoint { trigger: SavepointTrigger::Upgrade, stop: true },
+        "a new spec upgrades again"
+    );
+}
+
+#[test]
+fn an_upgrade_not_running_within_the_readiness_timeout_is_rolled_back() {
+    let mut j = upgraded_job();
+    j.spec.rollback =
+        Some(millrace_crds::v1alpha1::RollbackPolicy { enabled: true, readiness_timeout_ms: Some(120_000) });
+    j.status.get_or_insert_default().last_reconciled_spec = serde_json::to_string(&j.spec).ok();
+    let starting = Observed {
+        job: Some(JobView { phase: "STARTING".into(), ..JobView::default() }),
+        ..observed_running()
+    };
+    // Started at 00:09, now 00:10: within 2 minutes.
+    assert_eq!(decide(&j, &starting, now()).step, Step::Wait);
+    let later: Timestamp = "2026-12-02T00:11:30Z".parse().expect("timestamp");
+    let d = decide(&j, &starting, later);
+    assert!(matches!(d.step, Step::Deploy { reason: DeployReason::Rollback, .. }), "{d:?}");
+    assert!(d.failure.is_some_and(|f| f.contains("not Running 120s after the upgrade")));
+    // A job that was never stable has nothing to roll back to: it is left to run.
+    let mut fresh = j.clone();
+    fresh.status.get_or_insert_default().last_stable_spec = None;
+    assert_eq!(decide(&fresh, &starting, later).step, Step::Wait);
 }

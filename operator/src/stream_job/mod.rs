@@ -9,9 +9,11 @@
 //!   savepoint ([`control`]) or remove the Pods ([`apply`]);
 //! - write the status and the Events ([`status`]).
 //!
-//! There is no finalizer: the children carry owner references and are garbage-collected
-//! with the StreamJob, and savepoints stay in storage. This module wires the phases to the
-//! kube-runtime `Controller`; it must not grow lifecycle or status logic of its own.
+//! The children carry owner references and are garbage-collected with the StreamJob;
+//! savepoints stay in storage and are recorded in a ConfigMap that outlives the job, unless
+//! `disposeOnDelete`, whose finalizer deletes them first ([`savepoints`]). This module wires
+//! the phases to the kube-runtime `Controller`; it must not grow lifecycle or status logic of
+//! its own.
 
 pub mod apply;
 pub mod children;
@@ -20,6 +22,8 @@ pub mod error;
 pub mod lifecycle;
 pub mod observe;
 pub mod resolve;
+pub mod restarts;
+pub mod savepoints;
 pub mod status;
 pub mod validate;
 
@@ -181,9 +185,11 @@ fn requeue_after(phase: JobPhase, poll: Duration) -> Duration {
 async fn reconcile_job(job: &StreamJob, ctx: &Context) -> Result<Action, Error> {
     if job.metadata.deletion_timestamp.is_some() {
         // Being deleted (alone or with its namespace): the garbage collector removes the
-        // children; recreating a Deployment it just removed would only race it.
-        return Ok(Action::await_change());
+        // children; recreating a Deployment it just removed would only race it. A job that
+        // disposes of its storage holds a finalizer until that is done.
+        return dispose_of(job, ctx).await;
     }
+    savepoints::sync_finalizer(&ctx.client, job).await?;
     let namespace = job.namespace().unwrap_or_default();
     let name = job.name_any();
     let api: Api<StreamJob> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -212,12 +218,41 @@ async fn reconcile_job(job: &StreamJob, ctx: &Context) -> Result<Action, Error> 
         Ok(()) => status::after_step(job, &decision, &observed, &seen, &now_str),
         Err(error) => status::after_error(job, error, &observed, &now_str),
     };
+    if acted.is_ok()
+        && matches!(decision.outcome, Some(SavepointOutcome::Completed(_)))
+        && let Err(err) = savepoints::write_record(&ctx.client, job, &next, &ctx.settings.defaults).await
+    {
+        warn!(%err, "could not record the savepoint in its ConfigMap");
+    }
     publish_decision(ctx, &reference, &decision, acted.is_ok()).await;
     publish_transition(ctx, &reference, job.status.as_ref(), &next).await;
     let written = write_status(&api, &name, job, &next).await;
     acted?;
     written?;
     Ok(Action::requeue(requeue_after(next.phase, ctx.settings.poll)))
+}
+
+/// The finalizer's half of a deletion (see [`savepoints`]).
+async fn dispose_of(job: &StreamJob, ctx: &Context) -> Result<Action, Error> {
+    let reference = job.object_ref(&());
+    match savepoints::dispose(&ctx.client, job, &ctx.settings.defaults).await? {
+        savepoints::Disposal::NotOurs => Ok(Action::await_change()),
+        savepoints::Disposal::WaitingForPods => Ok(Action::requeue(Duration::from_secs(1))),
+        savepoints::Disposal::Disposed { objects, storage } => {
+            let note = match storage {
+                Some(url) => format!("disposeOnDelete: {objects} objects deleted from {url}"),
+                None => "disposeOnDelete: the job had no checkpoint storage".to_owned(),
+            };
+            info!("{note}");
+            publish(ctx, &reference, EventType::Normal, "SavepointsDisposed", note).await;
+            Ok(Action::await_change())
+        }
+        savepoints::Disposal::Skipped => {
+            let note = format!("{} is set: storage left as it is", savepoints::SKIP_DISPOSAL_ANNOTATION);
+            publish(ctx, &reference, EventType::Warning, "SavepointsKept", note).await;
+            Ok(Action::await_change())
+        }
+    }
 }
 
 async fn write_status(
@@ -248,6 +283,14 @@ async fn act(
     let namespace = job.namespace().unwrap_or_default();
     let name = job.name_any();
     match &decision.step {
+        Step::Deploy { record, reason: lifecycle::DeployReason::Rollback } => {
+            // The last stable spec, compiled again: the plan ConfigMap carries its SQL.
+            let mut stable = job.clone();
+            stable.spec = lifecycle::spec_to_deploy(job, lifecycle::DeployReason::Rollback);
+            let valid = validate::validate(&stable)?;
+            let built = children::build(&stable, &valid, record, &ctx.settings.defaults);
+            apply::apply_all(&ctx.client, &namespace, &built).await?;
+        }
         Step::Deploy { record, .. } => {
             let built = children::build(job, valid, record, &ctx.settings.defaults);
             apply::apply_all(&ctx.client, &namespace, &built).await?;
@@ -281,7 +324,8 @@ async fn publish_decision(ctx: &Context, reference: &ObjectReference, decision: 
         None => {}
     }
     if let Some(warning) = &decision.warning {
-        publish(ctx, reference, EventType::Warning, "StateNotSaved", warning.clone()).await;
+        let reason = if decision.failure.is_some() { "DeploymentFailed" } else { "StateNotSaved" };
+        publish(ctx, reference, EventType::Warning, reason, warning.clone()).await;
     }
     if !done {
         return;
@@ -306,6 +350,9 @@ async fn publish_decision(ctx: &Context, reference: &ObjectReference, decision: 
                 if *stop { ", stopping the job after it" } else { "" }
             ),
         ),
+        Step::Remove if decision.failure.is_some() => {
+            ("JobStopped", "coordinator and worker Deployments removed after the failure".to_owned())
+        }
         Step::Remove => ("PodsRemoved", "coordinator and worker Deployments removed".to_owned()),
         Step::Wait => return,
     };
@@ -350,6 +397,7 @@ fn is_failure(reason: &str) -> bool {
             | "CoordinatorUnavailable"
             | "KubernetesApiError"
             | "JobFailed"
+            | "RolledBack"
     )
 }
 

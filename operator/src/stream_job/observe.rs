@@ -3,14 +3,17 @@
 //! it may be starting, restarting or gone, and the lifecycle decides what that means.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
+use kube::api::ListParams;
 use kube::{Api, Client};
 use millrace_crds::v1alpha1::{CheckpointInfo, StreamJob};
 use tracing::debug;
 
-use super::children::{Defaults, coordinator_name, job_storage, worker_name};
+use super::children::{DEPLOYMENT_ANNOTATION, Defaults, coordinator_name, job_storage, worker_name};
 use super::control::{CoordinatorClient, JobView};
 use super::lifecycle::{Observed, PendingLookup, now_text};
+use super::restarts::PodHealth;
 use super::status::Seen;
 
 /// Reads everything [`super::lifecycle::decide`] and the status need.
@@ -61,11 +64,16 @@ pub async fn observe(
         let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
         (ready, desired)
     });
+    let pods = match (&status.deployment, deployed) {
+        (Some(record), true) => Some(pod_health(client, &namespace, &name, record.number).await?),
+        _ => None,
+    };
     let observed = Observed {
         deployed,
         job: job_view,
         pending,
         has_storage: job_storage(&job.spec, &namespace, &name, defaults).is_some(),
+        pods,
     };
     Ok((observed, Seen { workers, checkpoint, triggered: None }))
 }
@@ -92,4 +100,50 @@ async fn latest_checkpoint(
         .map(now_text)
         .unwrap_or_default();
     Some(CheckpointInfo { id, location, completed_at })
+}
+
+/// Container restarts of the Pods of deployment `number` (coordinator and workers), and the
+/// latest crash among them.
+async fn pod_health(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    number: i64,
+) -> Result<PodHealth, kube::Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("app.kubernetes.io/name=millrace-worker,app.kubernetes.io/instance={name}");
+    let list = pods.list(&ListParams::default().labels(&selector)).await?;
+    let number = number.to_string();
+    let mut health = PodHealth::default();
+    let mut latest: Option<String> = None;
+    for pod in list.items {
+        let of_this_deployment = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(DEPLOYMENT_ANNOTATION))
+            .is_some_and(|n| *n == number);
+        if !of_this_deployment {
+            continue;
+        }
+        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        for container in pod.status.and_then(|s| s.container_statuses).unwrap_or_default() {
+            health.restarts += container.restart_count;
+            let Some(terminated) = container.last_state.and_then(|s| s.terminated) else { continue };
+            let finished = terminated.finished_at.map(|t| t.0.to_string()).unwrap_or_default();
+            if latest.as_ref().is_some_and(|l| *l >= finished) {
+                continue;
+            }
+            let mut crash = format!("{pod_name}/{}: exit code {}", container.name, terminated.exit_code);
+            if let Some(reason) = terminated.reason {
+                crash.push_str(&format!(" ({reason})"));
+            }
+            if let Some(message) = terminated.message.filter(|m| !m.trim().is_empty()) {
+                crash.push_str(&format!(": {}", message.trim()));
+            }
+            latest = Some(finished);
+            health.last_crash = Some(crash);
+        }
+    }
+    Ok(health)
 }

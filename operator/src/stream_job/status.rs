@@ -11,7 +11,9 @@ use millrace_crds::v1alpha1::{
 
 use super::children::worker_selector;
 use super::error::Error;
-use super::lifecycle::{Decision, DeployReason, Observed, SavepointOutcome, Step};
+use super::lifecycle::{
+    Decision, DeployReason, Observed, SavepointOutcome, Step, is_failed_spec, spec_to_deploy,
+};
 use crate::kafka_topic::status::FIELD_MANAGER;
 
 /// Condition: the job processes records.
@@ -174,13 +176,25 @@ pub fn after_step(
         status.last_error = Some(warning.clone());
     }
 
+    if decision.restarts.is_some() {
+        status.pod_restarts = decision.restarts.clone();
+    }
+    if let Some(failure) = &decision.failure {
+        status.failed_spec = status.last_reconciled_spec.clone();
+        status.last_error = Some(failure.clone());
+    }
+
     let running = observed.job.as_ref().is_some_and(|j| j.is_running());
     let workers_ready = seen.workers.is_some_and(|(ready, desired)| ready >= desired);
     status.phase = match &decision.step {
         Step::Deploy { record, reason } => {
             status.deployment = Some(record.clone());
             status.job_id = Some(format!("{name}-{}", record.number));
-            status.last_reconciled_spec = serde_json::to_string(&job.spec).ok();
+            status.last_reconciled_spec = serde_json::to_string(&spec_to_deploy(job, *reason)).ok();
+            status.pod_restarts = None;
+            if *reason != DeployReason::Rollback {
+                status.failed_spec = None;
+            }
             // The checkpoints of the deployment before belong to its own folder.
             status.last_checkpoint = None;
             status.parallelism = Some(job.spec.parallelism);
@@ -194,27 +208,41 @@ pub fn after_step(
             status.parallelism = None;
             status.workers = None;
             status.slots = None;
-            JobPhase::Suspended
+            status.pod_restarts = None;
+            if decision.failure.is_some() { JobPhase::Failed } else { JobPhase::Suspended }
         }
         _ if status.pending_savepoint.as_ref().is_some_and(|p| p.trigger == SavepointTrigger::Upgrade) => {
             JobPhase::Upgrading
         }
         _ if status.pending_savepoint.is_some() => JobPhase::Savepointing,
         Step::Wait if job.spec.state == JobState::Suspended && !observed.deployed => JobPhase::Suspended,
+        Step::Wait if !observed.deployed && is_failed_spec(&status, &job.spec) => JobPhase::Failed,
         _ if observed.job.as_ref().is_some_and(|j| j.has_failed()) => JobPhase::Failed,
         _ if running && workers_ready => JobPhase::Running,
         _ if status.phase == JobPhase::Upgrading => JobPhase::Upgrading,
         _ => JobPhase::Deploying,
     };
+    let rolled_back = is_failed_spec(&status, &job.spec);
     if status.phase == JobPhase::Running {
         status.last_stable_spec = status.last_reconciled_spec.clone();
-        if decision.warning.is_none() && observed.job.as_ref().is_some_and(|j| j.last_error.is_none()) {
+        if !rolled_back
+            && decision.warning.is_none()
+            && observed.job.as_ref().is_some_and(|j| j.last_error.is_none())
+        {
             status.last_error = None;
         }
     }
 
     let phase = phase_name(status.phase);
     let (ready, reason, message) = match status.phase {
+        JobPhase::Running if rolled_back => (
+            ConditionStatus::False,
+            "RolledBack",
+            format!(
+                "the spec failed ({}) and was rolled back; running the last stable spec until the spec changes",
+                status.last_error.as_deref().unwrap_or("see the DeploymentFailed Event")
+            ),
+        ),
         JobPhase::Running => (
             ConditionStatus::True,
             "Running",
@@ -316,8 +344,7 @@ mod tests {
         };
         let decision = Decision {
             step: Step::Deploy { record: record.clone(), reason: DeployReason::Initial },
-            outcome: None,
-            warning: None,
+            ..Decision::default()
         };
         let status = after_step(&j, &decision, &Observed::default(), &Seen::default(), NOW);
         assert_eq!(status.phase, JobPhase::Deploying);
@@ -343,7 +370,7 @@ mod tests {
             ..Observed::default()
         };
         let seen = Seen { workers: Some((2, 2)), ..Seen::default() };
-        let decision = Decision { step: Step::Wait, outcome: None, warning: None };
+        let decision = Decision::default();
         let status = after_step(&j, &decision, &observed, &seen, NOW);
         assert_eq!(status.phase, JobPhase::Running);
         assert_eq!(status.workers.as_deref(), Some("2/2"));
@@ -378,8 +405,11 @@ mod tests {
             stop: false,
             requested_at: NOW.into(),
         });
-        let decision =
-            Decision { step: Step::Wait, outcome: Some(SavepointOutcome::Completed(info(3))), warning: None };
+        let decision = Decision {
+            step: Step::Wait,
+            outcome: Some(SavepointOutcome::Completed(info(3))),
+            ..Decision::default()
+        };
         let status = after_step(&j, &decision, &Observed::default(), &Seen::default(), NOW);
         let locations: Vec<&str> = status.savepoint_history.iter().map(|s| s.location.as_str()).collect();
         assert_eq!(locations, ["file:///sp/sp-3", "file:///sp/sp-2"]);
@@ -400,8 +430,7 @@ mod tests {
         let seen = Seen { triggered: Some(pending.clone()), ..Seen::default() };
         let decision = Decision {
             step: Step::TriggerSavepoint { trigger: SavepointTrigger::Manual, stop: false },
-            outcome: None,
-            warning: None,
+            ..Decision::default()
         };
         let status =
             after_step(&j, &decision, &Observed { deployed: true, ..Observed::default() }, &seen, NOW);

@@ -6,6 +6,8 @@
 pub enum CheckpointError {
     #[error("checkpoint storage URL {url:?} is not supported: {why}")]
     UnsupportedUrl { url: String, why: String },
+    #[error("disposing of {location}: {why}")]
+    Dispose { location: String, why: String },
     #[error("checkpoint storage at {location}: {source}")]
     Store {
         location: String,

@@ -311,6 +311,23 @@ impl CheckpointStorage {
         }
     }
 
+    /// Deletes everything under this root (a job's checkpoints and savepoints, when its
+    /// StreamJob says `disposeOnDelete`): every `_metadata` first, so nothing half-deleted
+    /// looks complete, then the rest; a `file://` root's emptied folders go too. Returns the
+    /// objects deleted.
+    pub async fn dispose(&self) -> Result<usize, CheckpointError> {
+        let metadata = self.delete_all(None, |path| path.filename() == Some(METADATA_FILE)).await?;
+        let rest = self.delete_all(None, |_| true).await?;
+        let local = url::Url::parse(&self.url).ok().filter(|u| u.scheme() == "file");
+        if let Some(dir) = local.and_then(|u| u.to_file_path().ok())
+            && let Err(err) = std::fs::remove_dir_all(&dir)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(CheckpointError::Dispose { location: self.url.clone(), why: err.to_string() });
+        }
+        Ok(metadata + rest)
+    }
+
     async fn delete_all(
         &self,
         prefix: Option<&Path>,

@@ -136,6 +136,31 @@ async fn a_savepoint_is_self_contained_and_never_overwritten() {
 }
 
 #[tokio::test]
+async fn disposing_of_a_job_root_removes_its_checkpoints_and_savepoints_and_nothing_beside_it() {
+    let (dir, s) = storage();
+    let (a, an) = put(&s, 1, "a").await;
+    let chk = checkpoint(1, vec![keyed(&a, 0, 3, an)]);
+    s.complete_checkpoint(&chk).await.expect("chk 1");
+    let savepoints = s.child("savepoints/sp-1").expect("savepoint folder");
+    s.write_savepoint(&chk, &savepoints, 7).await.expect("savepoint written");
+    let neighbour =
+        CheckpointStorage::open(&format!("file://{}/other-job", dir.path().display())).expect("opens");
+    let (b, bn) = put(&neighbour, 1, "b").await;
+    neighbour.complete_checkpoint(&checkpoint(1, vec![keyed(&b, 0, 3, bn)])).await.expect("other chk 1");
+
+    let deleted = s.dispose().await.expect("disposed");
+    assert_eq!(deleted, 4, "chk-1/_metadata, its state file, the savepoint's _metadata and state file");
+    assert!(!dir.path().join("job").exists(), "the emptied folder is gone");
+    assert_eq!(
+        neighbour.completed_checkpoints().await.expect("lists"),
+        vec![1],
+        "the neighbour is untouched"
+    );
+    let again = CheckpointStorage::open(&format!("file://{}/job", dir.path().display())).expect("reopens");
+    assert_eq!(again.dispose().await.expect("nothing left is fine"), 0);
+}
+
+#[tokio::test]
 async fn malformed_or_misplaced_metadata_is_an_error_not_a_panic() {
     let (dir, s) = storage();
     std::fs::create_dir_all(dir.path().join("job/chk-7")).expect("folder");

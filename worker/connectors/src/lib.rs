@@ -13,6 +13,7 @@ mod file;
 pub mod format;
 mod generator;
 mod kafka;
+pub mod kafka_defaults;
 mod kafka_recovery;
 mod kafka_sink;
 mod kafka_txn;
@@ -33,6 +34,7 @@ use tokio::sync::mpsc;
 
 pub use error::ConnectorError;
 pub use format::{DecodedBatch, KeyEncoder, RecordDecoder, RecordEncoder, RecordRef};
+pub use kafka_defaults::{KafkaDefaults, SinkDeliveryDefault};
 pub use kafka_recovery::{RecoveryReport, recover_sink};
 pub use memory::{MemoryRecord, MemorySink, MemorySourceConfig};
 pub use metrics::ConnectorMetrics;

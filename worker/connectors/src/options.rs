@@ -23,6 +23,7 @@ use std::path::PathBuf;
 
 use millrace_types::CheckpointId;
 
+use crate::kafka_defaults::{KafkaDefaults, SinkDeliveryDefault};
 use crate::memory::{MemorySink, MemorySourceConfig};
 use crate::nexmark::{EventKind, NexmarkConfig, model};
 use crate::{ConnectorError, ConnectorTable};
@@ -181,8 +182,8 @@ impl<'a> Options<'a> {
         }
     }
 
-    fn bootstrap(&mut self, default: Option<&str>) -> Result<String, ConnectorError> {
-        match (self.take("bootstrap_servers"), default) {
+    fn bootstrap(&mut self, defaults: &KafkaDefaults) -> Result<String, ConnectorError> {
+        match (self.take("bootstrap_servers"), defaults.bootstrap_servers.as_deref()) {
             (Some(v), _) => Ok(v),
             (None, Some(d)) => Ok(d.to_string()),
             (None, None) => {
@@ -191,12 +192,15 @@ impl<'a> Options<'a> {
         }
     }
 
-    fn properties(&mut self) -> Vec<(String, String)> {
+    /// The table's `properties.*` over the job's default client properties.
+    fn properties(&mut self, defaults: &KafkaDefaults) -> Vec<(String, String)> {
         let keys: Vec<String> =
             self.values.keys().filter(|k| k.starts_with("properties.")).cloned().collect();
-        keys.into_iter()
+        let own = keys
+            .into_iter()
             .filter_map(|k| self.values.remove(&k).map(|v| (k["properties.".len()..].to_string(), v)))
-            .collect()
+            .collect();
+        defaults.merged_properties(own)
     }
 
     /// `key_columns = 'a, b'`: the named columns of the table, in that order.
@@ -221,10 +225,22 @@ impl<'a> Options<'a> {
         Ok(indices)
     }
 
-    /// `sink.delivery-guarantee` and `sink.transactional-id-prefix` of a Kafka sink.
-    fn delivery_guarantee(&mut self) -> Result<DeliveryGuarantee, ConnectorError> {
+    /// `sink.delivery-guarantee` and `sink.transactional-id-prefix` of a Kafka sink; a sink
+    /// that sets neither gets the job's default.
+    fn delivery_guarantee(&mut self, defaults: &KafkaDefaults) -> Result<DeliveryGuarantee, ConnectorError> {
         let prefix = self.take("sink.transactional-id-prefix");
-        match (self.take("sink.delivery-guarantee").as_deref(), prefix) {
+        let guarantee = self.take("sink.delivery-guarantee");
+        if guarantee.is_none() && prefix.is_none() {
+            return Ok(match &defaults.sink_delivery {
+                None | Some(SinkDeliveryDefault::AtLeastOnce) => DeliveryGuarantee::AtLeastOnce,
+                Some(SinkDeliveryDefault::ExactlyOnce { transactional_id_base }) => {
+                    DeliveryGuarantee::ExactlyOnce {
+                        transactional_id_prefix: format!("{transactional_id_base}.{}", self.table),
+                    }
+                }
+            });
+        }
+        match (guarantee.as_deref(), prefix) {
             (Some("exactly-once"), Some(prefix)) if !prefix.trim().is_empty() => {
                 Ok(DeliveryGuarantee::ExactlyOnce { transactional_id_prefix: prefix })
             }
@@ -247,8 +263,9 @@ impl<'a> Options<'a> {
     fn sink_properties(
         &mut self,
         delivery: &DeliveryGuarantee,
+        defaults: &KafkaDefaults,
     ) -> Result<Vec<(String, String)>, ConnectorError> {
-        let properties = self.properties();
+        let properties = self.properties(defaults);
         if matches!(delivery, DeliveryGuarantee::ExactlyOnce { .. })
             && let Some((key, _)) = properties.iter().find(|(k, _)| k == "transactional.id")
         {
@@ -269,18 +286,15 @@ impl<'a> Options<'a> {
 }
 
 impl SourceConnector {
-    /// Reads a source table's options. `default_bootstrap` fills a missing
-    /// `bootstrap_servers` (the platform's Kafka).
-    pub fn from_table(
-        table: &ConnectorTable,
-        default_bootstrap: Option<&str>,
-    ) -> Result<Self, ConnectorError> {
+    /// Reads a source table's options; `defaults` fill what a Kafka table leaves out (the
+    /// platform's Kafka, client properties, the dead-letter topic).
+    pub fn from_table(table: &ConnectorTable, defaults: &KafkaDefaults) -> Result<Self, ConnectorError> {
         let mut o = Options::new(table);
         let connector = o.required("connector")?;
         let parsed = match connector.as_str() {
             "kafka" => {
                 let topic = o.required("topic")?;
-                let bootstrap_servers = o.bootstrap(default_bootstrap)?;
+                let bootstrap_servers = o.bootstrap(defaults)?;
                 let format = o.format()?;
                 let group_id = o.take("group_id").unwrap_or_else(|| format!("millrace-{}", table.name));
                 let startup = match o.take("scan_startup_mode").as_deref() {
@@ -294,7 +308,12 @@ impl SourceConnector {
                     }
                 };
                 let dlq = o.take("dlq_topic");
-                let bad_records = match (o.take("bad_records").as_deref(), dlq) {
+                let policy = o.take("bad_records");
+                let dlq = match (&policy, dlq) {
+                    (None, None) => defaults.dead_letter_topic.clone(),
+                    (_, dlq) => dlq,
+                };
+                let bad_records = match (policy.as_deref(), dlq) {
                     (None | Some("dlq"), Some(topic)) => BadRecordPolicy::DeadLetterTopic(topic),
                     (None | Some("drop"), None) => BadRecordPolicy::Drop,
                     (Some("drop"), Some(_)) => {
@@ -306,7 +325,7 @@ impl SourceConnector {
                     }
                 };
                 let batch_size = o.parsed("batch_size")?.unwrap_or(1024);
-                let properties = o.properties();
+                let properties = o.properties(defaults);
                 SourceConnector::Kafka(KafkaSourceConfig {
                     bootstrap_servers,
                     topic,
@@ -384,22 +403,20 @@ fn nexmark_config(o: &mut Options<'_>, table: &ConnectorTable) -> Result<Nexmark
 }
 
 impl SinkConnector {
-    pub fn from_table(
-        table: &ConnectorTable,
-        default_bootstrap: Option<&str>,
-    ) -> Result<Self, ConnectorError> {
+    /// Reads a sink table's options; `defaults` fill what a Kafka table leaves out.
+    pub fn from_table(table: &ConnectorTable, defaults: &KafkaDefaults) -> Result<Self, ConnectorError> {
         let mut o = Options::new(table);
         let connector = o.required("connector")?;
         let parsed = match connector.as_str() {
             "kafka" => {
-                let delivery = o.delivery_guarantee()?;
+                let delivery = o.delivery_guarantee(defaults)?;
                 SinkConnector::Kafka(KafkaSinkConfig {
                     topic: o.required("topic")?,
-                    bootstrap_servers: o.bootstrap(default_bootstrap)?,
+                    bootstrap_servers: o.bootstrap(defaults)?,
                     format: o.format()?,
                     key_columns: o.key_columns(table)?,
                     upsert: false,
-                    properties: o.sink_properties(&delivery)?,
+                    properties: o.sink_properties(&delivery, defaults)?,
                     delivery,
                     restored: None,
                 })
@@ -408,14 +425,14 @@ impl SinkConnector {
                 if table.primary_key.is_empty() {
                     return Err(o.error("connector 'upsert-kafka' needs PRIMARY KEY (…) NOT ENFORCED"));
                 }
-                let delivery = o.delivery_guarantee()?;
+                let delivery = o.delivery_guarantee(defaults)?;
                 SinkConnector::Kafka(KafkaSinkConfig {
                     topic: o.required("topic")?,
-                    bootstrap_servers: o.bootstrap(default_bootstrap)?,
+                    bootstrap_servers: o.bootstrap(defaults)?,
                     format: o.format()?,
                     key_columns: table.primary_key.clone(),
                     upsert: true,
-                    properties: o.sink_properties(&delivery)?,
+                    properties: o.sink_properties(&delivery, defaults)?,
                     delivery,
                     restored: None,
                 })
@@ -476,7 +493,7 @@ mod tests {
             ("scan_startup_mode", "earliest"),
         ]);
         let SourceConnector::Kafka(k) =
-            SourceConnector::from_table(&t, Some("localhost:9092")).expect("valid")
+            SourceConnector::from_table(&t, &KafkaDefaults::with_bootstrap("localhost:9092")).expect("valid")
         else {
             panic!("not kafka")
         };
@@ -484,67 +501,81 @@ mod tests {
         assert_eq!(k.startup, StartupMode::Earliest);
         assert_eq!(k.group_id, "millrace-input");
         let typo = table(&[("connector", "kafka"), ("topic", "in"), ("fromat", "raw")]);
-        let err = SourceConnector::from_table(&typo, Some("b")).expect_err("typo");
+        let err = SourceConnector::from_table(&typo, &KafkaDefaults::with_bootstrap("b")).expect_err("typo");
         assert!(err.to_string().contains("unknown option 'fromat'"), "{err}");
         let no_bootstrap = table(&[("connector", "kafka"), ("topic", "in")]);
-        assert!(SourceConnector::from_table(&no_bootstrap, None).is_err());
+        assert!(SourceConnector::from_table(&no_bootstrap, &KafkaDefaults::default()).is_err());
     }
 
     #[test]
     fn nexmark_options_are_typed_and_columns_checked() {
         let t = table(&[("connector", "nexmark"), ("event_type", "bid"), ("events", "100"), ("seed", "3")]);
-        let err = SourceConnector::from_table(&t, None).expect_err("'v' is no bid column");
+        let err =
+            SourceConnector::from_table(&t, &KafkaDefaults::default()).expect_err("'v' is no bid column");
         assert!(err.to_string().contains("column 'v' is not a bid column"), "{err}");
         let mut bid = t.clone();
         bid.schema = Arc::new(Schema::new(vec![Field::new("price", DataType::Int64, true)]));
-        let SourceConnector::Nexmark(c) = SourceConnector::from_table(&bid, None).expect("valid") else {
+        let SourceConnector::Nexmark(c) =
+            SourceConnector::from_table(&bid, &KafkaDefaults::default()).expect("valid")
+        else {
             panic!("not nexmark")
         };
         assert_eq!((c.events, c.seed, c.out_of_order_group_size), (Some(100), 3, 1));
         bid.options.insert("event_type".into(), "bids".into());
-        let err = SourceConnector::from_table(&bid, None).expect_err("unknown kind");
+        let err = SourceConnector::from_table(&bid, &KafkaDefaults::default()).expect_err("unknown kind");
         assert!(err.to_string().contains("'bids' is not one of person, auction, bid"), "{err}");
         bid.options.insert("event_type".into(), "bid".into());
         bid.options.insert("events_per_secnd".into(), "5".into());
-        let err = SourceConnector::from_table(&bid, None).expect_err("typo");
+        let err = SourceConnector::from_table(&bid, &KafkaDefaults::default()).expect_err("typo");
         assert!(err.to_string().contains("unknown option 'events_per_secnd'"), "{err}");
     }
 
     #[test]
     fn kafka_sink_key_columns_name_columns_of_the_table() {
         let keyed = table(&[("connector", "kafka"), ("topic", "out"), ("key_columns", "v")]);
-        let SinkConnector::Kafka(k) = SinkConnector::from_table(&keyed, Some("b")).expect("valid") else {
+        let SinkConnector::Kafka(k) =
+            SinkConnector::from_table(&keyed, &KafkaDefaults::with_bootstrap("b")).expect("valid")
+        else {
             panic!("not kafka")
         };
         assert_eq!(k.key_columns, vec![0]);
         let unkeyed = table(&[("connector", "kafka"), ("topic", "out")]);
-        let SinkConnector::Kafka(k) = SinkConnector::from_table(&unkeyed, Some("b")).expect("valid") else {
+        let SinkConnector::Kafka(k) =
+            SinkConnector::from_table(&unkeyed, &KafkaDefaults::with_bootstrap("b")).expect("valid")
+        else {
             panic!("not kafka")
         };
         assert!(k.key_columns.is_empty());
         let wrong = table(&[("connector", "kafka"), ("topic", "out"), ("key_columns", "k")]);
-        let err = SinkConnector::from_table(&wrong, Some("b")).expect_err("unknown column");
+        let err = SinkConnector::from_table(&wrong, &KafkaDefaults::with_bootstrap("b"))
+            .expect_err("unknown column");
         assert!(err.to_string().contains("'k', which is not a column"), "{err}");
     }
 
     #[test]
     fn upsert_kafka_keys_records_by_the_primary_key() {
         let mut upsert = table(&[("connector", "upsert-kafka"), ("topic", "out"), ("format", "json")]);
-        let err = SinkConnector::from_table(&upsert, Some("b")).expect_err("no primary key");
+        let err = SinkConnector::from_table(&upsert, &KafkaDefaults::with_bootstrap("b"))
+            .expect_err("no primary key");
         assert!(err.to_string().contains("PRIMARY KEY"), "{err}");
         upsert.primary_key = vec![0];
-        let SinkConnector::Kafka(k) = SinkConnector::from_table(&upsert, Some("b")).expect("valid") else {
+        let SinkConnector::Kafka(k) =
+            SinkConnector::from_table(&upsert, &KafkaDefaults::with_bootstrap("b")).expect("valid")
+        else {
             panic!("not kafka")
         };
         assert_eq!((k.key_columns, k.upsert), (vec![0], true));
         upsert.options.insert("key_columns".into(), "v".into());
-        assert!(SinkConnector::from_table(&upsert, Some("b")).is_err(), "the key is the primary key");
+        assert!(
+            SinkConnector::from_table(&upsert, &KafkaDefaults::with_bootstrap("b")).is_err(),
+            "the key is the primary key"
+        );
     }
 
     fn kafka_sink(options: &[(&str, &str)]) -> Result<KafkaSinkConfig, ConnectorError> {
         let mut all = vec![("connector", "kafka"), ("topic", "out")];
         all.extend_from_slice(options);
-        match SinkConnector::from_table(&table(&all), Some("b"))? {
+        match SinkConnector::from_table(&table(&all), &KafkaDefaults::with_bootstrap("b"))? {
             SinkConnector::Kafka(k) => Ok(k),
             other => panic!("not kafka: {other:?}"),
         }
@@ -594,7 +625,9 @@ mod tests {
             ("sink.transactional-id-prefix", "p"),
         ]);
         upsert.primary_key = vec![0];
-        let SinkConnector::Kafka(k) = SinkConnector::from_table(&upsert, Some("b")).expect("valid") else {
+        let SinkConnector::Kafka(k) =
+            SinkConnector::from_table(&upsert, &KafkaDefaults::with_bootstrap("b")).expect("valid")
+        else {
             panic!("not kafka")
         };
         assert!(matches!(k.delivery, DeliveryGuarantee::ExactlyOnce { .. }));

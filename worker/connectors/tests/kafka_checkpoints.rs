@@ -181,7 +181,9 @@ fn exactly_once_table(topic: &str, prefix: &str) -> (ConnectorTable, SinkConnect
         ("sink.delivery-guarantee", "exactly-once"),
         ("sink.transactional-id-prefix", prefix),
     ]);
-    let connector = SinkConnector::from_table(&t, Some(&bootstrap())).expect("valid options");
+    let connector =
+        SinkConnector::from_table(&t, &millrace_connectors::KafkaDefaults::with_bootstrap(bootstrap()))
+            .expect("valid options");
     (t, connector)
 }
 
@@ -306,7 +308,11 @@ fn at_least_once_flushes_at_a_barrier() {
         ])
     };
     let t = options("at-least-once");
-    let mut sink = Sink::start(&t, SinkConnector::from_table(&t, Some(&bootstrap())).expect("valid"));
+    let mut sink = Sink::start(
+        &t,
+        SinkConnector::from_table(&t, &millrace_connectors::KafkaDefaults::with_bootstrap(bootstrap()))
+            .expect("valid"),
+    );
     sink.send(batch(0..10));
     let ack = sink.barrier(1);
     assert_eq!(ack.state, None);
@@ -314,7 +320,11 @@ fn at_least_once_flushes_at_a_barrier() {
     sink.finish();
 
     let t = options("none");
-    let mut sink = Sink::start(&t, SinkConnector::from_table(&t, Some(&bootstrap())).expect("valid"));
+    let mut sink = Sink::start(
+        &t,
+        SinkConnector::from_table(&t, &millrace_connectors::KafkaDefaults::with_bootstrap(bootstrap()))
+            .expect("valid"),
+    );
     sink.send(batch(10..20));
     sink.barrier(1);
     assert_eq!(high_watermark(&topic, 0), 10, "'none' acknowledges without flushing");
@@ -356,7 +366,11 @@ struct Source {
 
 impl Source {
     fn start(table: &ConnectorTable, restore: Option<&SourcePositions>) -> Self {
-        let connector = SourceConnector::from_table(table, Some(&bootstrap())).expect("valid");
+        let connector = SourceConnector::from_table(
+            table,
+            &millrace_connectors::KafkaDefaults::with_bootstrap(bootstrap()),
+        )
+        .expect("valid");
         let barriers = BarrierTrigger::default();
         let stop = StopSignal::default();
         let (mut events, _threads) =

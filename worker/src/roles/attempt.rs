@@ -215,7 +215,7 @@ async fn start(
             parallelism: p,
             max_parallelism: options.max_parallelism,
             channel_capacity: options.channel_capacity,
-            kafka_bootstrap: options.kafka_bootstrap.clone(),
+            kafka: options.kafka.clone(),
             checkpoint_storage: options.checkpointing.as_ref().map(|c| c.storage_url.clone()),
             restore: point.clone(),
             allow_non_restored_state: options.allow_non_restored_state,

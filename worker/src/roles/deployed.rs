@@ -83,7 +83,7 @@ async fn run(
         slots: deployment.slots.len().max(1),
         max_parallelism: deployment.max_parallelism,
         channel_capacity: deployment.channel_capacity,
-        kafka_bootstrap: deployment.kafka_bootstrap.clone(),
+        kafka: deployment.kafka.clone(),
         allow_non_restored_state: deployment.allow_non_restored_state,
         ..JobOptions::default()
     };

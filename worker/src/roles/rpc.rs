@@ -124,7 +124,8 @@ pub struct Deployment {
     pub parallelism: usize,
     pub max_parallelism: u32,
     pub channel_capacity: usize,
-    pub kafka_bootstrap: Option<String>,
+    /// The job's Kafka defaults, client properties excepted (each worker reads its own).
+    pub kafka: millrace_connectors::KafkaDefaults,
     /// The checkpoint storage (the job takes checkpoints: sources inject barriers, tasks
     /// write their state files there and acknowledge).
     pub checkpoint_storage: Option<String>,

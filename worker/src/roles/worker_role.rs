@@ -33,6 +33,8 @@ pub struct WorkerSettings {
     pub data_addr: String,
     /// Replaces the coordinator's Kafka bootstrap servers in deployments.
     pub kafka_bootstrap: Option<String>,
+    /// This process's Kafka client properties (never sent by the coordinator).
+    pub kafka_properties: Vec<(String, String)>,
 }
 
 /// The default exchange listener: `$POD_IP:0`, else `127.0.0.1:0`.
@@ -147,8 +149,9 @@ async fn session(
             ToWorker::Heartbeat | ToWorker::Registered { .. } => {}
             ToWorker::Deploy(mut deployment) => {
                 if let Some(bootstrap) = &settings.kafka_bootstrap {
-                    deployment.kafka_bootstrap = Some(bootstrap.clone());
+                    deployment.kafka.bootstrap_servers = Some(bootstrap.clone());
                 }
+                deployment.kafka.properties = settings.kafka_properties.clone();
                 if let Some(previous) = running.take() {
                     previous.cancel().await;
                 }
