@@ -59,17 +59,22 @@ def schema_type(schema):
     return kind
 
 
-def constraints(schema):
-    parts = []
-    for key, label in (("minimum", "≥"), ("maximum", "≤"), ("minLength", "min length"),
-                       ("maxLength", "max length"), ("minItems", "min items"),
-                       ("maxItems", "max items")):
-        if key in schema:
-            parts.append(f"{label} {num(schema[key])}")
-    if "format" in schema:
-        parts.append(f"format {schema['format']}")
+BOUNDS = (("minimum", "≥"), ("maximum", "≤"), ("minLength", "min length"),
+          ("maxLength", "max length"), ("minItems", "min items"), ("maxItems", "max items"))
+
+
+def bounds(schema):
+    """A JSON schema's bounds and pattern, as short notes (CRD and OpenAPI alike)."""
+    parts = [f"{label} {num(schema[key])}" for key, label in BOUNDS if key in schema]
     if "pattern" in schema:
         parts.append(f"pattern `{schema['pattern']}`")
+    return parts
+
+
+def constraints(schema):
+    parts = bounds(schema)
+    if "format" in schema:
+        parts.append(f"format {schema['format']}")
     if "enum" in schema:
         parts.append("one of " + ", ".join(code(v) for v in schema["enum"]))
     if schema.get("nullable"):
@@ -239,14 +244,7 @@ class OpenApi:
         return kind
 
     def notes(self, schema):
-        parts = []
-        for key, label in (("minimum", "≥"), ("maximum", "≤"), ("minLength", "min length"),
-                           ("maxLength", "max length"), ("minItems", "min items"),
-                           ("maxItems", "max items")):
-            if key in schema:
-                parts.append(f"{label} {num(schema[key])}")
-        if "pattern" in schema:
-            parts.append(f"pattern `{schema['pattern']}`")
+        parts = bounds(schema)
         if "default" in schema:
             parts.append(f"default `{json.dumps(schema['default'])}`")
         return "; ".join(parts)
