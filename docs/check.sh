@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The `docs` phase of `make test`: the documentation is checked against the running platform.
 #
-#   1. docs/reference/crds.md and rest.md are what docs/reference/generate.py makes of the
+#   1. Relative links between the Markdown pages resolve (files and #anchors).
+#   2. Every ```sql block marked `<!-- plan -->` is a job the engine's planner accepts.
+#   3. docs/reference/crds.md and rest.md are what docs/reference/generate.py makes of the
 #      committed CRD YAML and of the running api-server's /openapi.json (else: stale, exit 1).
-#   2. Every page in PAGES is run: its ```sh blocks marked `<!-- run -->` (or
+#   4. Every page in PAGES is run: its ```sh blocks marked `<!-- run -->` (or
 #      `<!-- run, then check: NAME -->`) run in order, in one bash shell with errexit and
 #      pipefail, from the repository root; after a block marked with a check, check_NAME
 #      below checks what it printed. A ```sh block must carry `<!-- run … -->` or
@@ -223,6 +225,38 @@ PY
 
 step "links between the pages"
 links_resolve
+
+# plan_sql_blocks: every ```sql block marked `<!-- plan -->` is a whole job that the engine's
+# planner accepts (`millrace-worker run --explain` plans it and runs nothing).
+plan_sql_blocks() {
+  local dir="$work/sql" n=0 f
+  mkdir -p "$dir"
+  python3 - "$dir" docs/*.md <<'PY'
+import pathlib, sys
+out = pathlib.Path(sys.argv[1])
+for name in sys.argv[2:]:
+    lines = pathlib.Path(name).read_text().split("\n")
+    for i, line in enumerate(lines):
+        if line.strip() == "<!-- plan -->":
+            if i + 1 >= len(lines) or not lines[i + 1].startswith("```sql"):
+                sys.exit(f"{name}:{i + 1}: <!-- plan --> must come right before a ```sql block")
+            end = i + 2
+            while not lines[end].startswith("```"):
+                end += 1
+            stem = pathlib.Path(name).stem
+            (out / f"{stem}-{i + 3}.sql").write_text("\n".join(lines[i + 2:end]) + "\n")
+PY
+  for f in "$dir"/*.sql; do
+    [[ -e "$f" ]] || continue
+    "$MILLRACE_BIN_DIR/millrace-worker" run -f "$f" --explain >/dev/null \
+      || fail "docs/$(basename "${f%-*}").md, the block from line $(basename "${f##*-}" .sql): the planner refuses its SQL"
+    n=$((n + 1))
+  done
+  info "$n SQL blocks planned"
+}
+
+step "SQL blocks marked <!-- plan -->"
+plan_sql_blocks
 
 step "generated references"
 python3 docs/reference/generate.py crds --check
