@@ -3,9 +3,10 @@
 #
 #   1. Relative links between the Markdown pages resolve (files and #anchors).
 #   2. Every ```sql block marked `<!-- plan -->` is a job the engine's planner accepts.
-#   3. docs/reference/crds.md and rest.md are what docs/reference/generate.py makes of the
+#   3. The `helm install` command of docs/operations.md renders (`helm template`, same flags).
+#   4. docs/reference/crds.md and rest.md are what docs/reference/generate.py makes of the
 #      committed CRD YAML and of the running api-server's /openapi.json (else: stale, exit 1).
-#   4. Every page in PAGES is run: its ```sh blocks marked `<!-- run -->` (or
+#   5. Every page in PAGES is run: its ```sh blocks marked `<!-- run -->` (or
 #      `<!-- run, then check: NAME -->`) run in order, in one bash shell with errexit and
 #      pipefail, from the repository root; after a block marked with a check, check_NAME
 #      below checks what it printed. A ```sh block must carry `<!-- run … -->` or
@@ -257,6 +258,29 @@ PY
 
 step "SQL blocks marked <!-- plan -->"
 plan_sql_blocks
+
+# helm_install_renders: the `helm install` command of docs/operations.md (a cluster of your own,
+# so not run) renders with `helm template` and the same flags: its values pass the chart's
+# schema and templates.
+helm_install_renders() {
+  local command
+  command="$(python3 - docs/operations.md <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+match = re.search(r"^helm install .*?(?<!\\)$", text, re.M | re.S)
+if not match:
+    sys.exit("docs/operations.md has no `helm install` command")
+print(match.group(0).replace("\\\n", " "))
+PY
+)"
+  read -ra words <<<"$command"
+  [[ "${words[0]} ${words[1]}" == "helm install" ]] || fail "unexpected install command: $command"
+  helm template "${words[@]:2}" >/dev/null || fail "docs/operations.md: '$command' does not render"
+  info "${command%% --set*} … renders"
+}
+
+step "the install command of docs/operations.md"
+helm_install_renders
 
 step "generated references"
 python3 docs/reference/generate.py crds --check
