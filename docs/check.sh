@@ -224,9 +224,6 @@ sys.exit(1 if bad else 0)
 PY
 }
 
-step "links between the pages"
-links_resolve
-
 # plan_sql_blocks: every ```sql block marked `<!-- plan -->` is a whole job that the engine's
 # planner accepts (`millrace-worker run --explain` plans it and runs nothing).
 plan_sql_blocks() {
@@ -256,9 +253,6 @@ PY
   info "$n SQL blocks planned"
 }
 
-step "SQL blocks marked <!-- plan -->"
-plan_sql_blocks
-
 # helm_install_renders: the `helm install` command of docs/operations.md (a cluster of your own,
 # so not run) renders with `helm template` and the same flags: its values pass the chart's
 # schema and templates.
@@ -279,9 +273,14 @@ PY
   info "${command%% --set*} … renders"
 }
 
+# ---- the checks, in order -------------------------------------------------------------------
+
+step "links between the pages"
+links_resolve
+step "SQL blocks marked <!-- plan -->"
+plan_sql_blocks
 step "the install command of docs/operations.md"
 helm_install_renders
-
 step "generated references"
 python3 docs/reference/generate.py crds --check
 python3 docs/reference/generate.py rest --check --openapi-url "$MILLRACE_API_URL/openapi.json"
