@@ -171,18 +171,22 @@ run_page() { # run_page PAGE
   blocks "$page" "$script"
   (
     exec 3>&2   # the blocks' own stderr goes to their output files; reports go here
+    __page="$page"   # the EXIT trap runs after run_page's locals are gone
     __out="$work/$(basename "$page" .md).out"; mkdir -p "$__out"
-    __current=0
+    __current=0 __line=0
     __block() { __current="$1"; __line="$2"; info "block $1 ($page:$2)"; }
     __done() {
       sed 's/^/      /' "$__out/$1" >&2
-      if [[ "$2" != - ]]; then "check_$2" "$__out/$1"; info "check $2: ok"; fi
+      __current=0   # the block ran; what fails now is its check, which says why
+      if [[ "$2" != - ]]; then "check_$2" "$__out/$1" || exit 1; info "check $2: ok"; fi
     }
     __on_exit() {
       local rc=$?
-      if (( rc != 0 && __current > 0 )); then
+      if (( rc != 0 && __current == 0 )); then
+        printf 'error: %s: the check after the block at line %s failed\n' "$__page" "$__line" >&3
+      elif (( rc != 0 )); then
         [[ -f "$__out/$__current" ]] && sed 's/^/      /' "$__out/$__current" >&3
-        printf 'error: %s: the block at line %s failed (exit %s)\n' "$page" "$__line" "$rc" >&3
+        printf 'error: %s: the block at line %s failed (exit %s)\n' "$__page" "$__line" "$rc" >&3
       fi
     }
     trap __on_exit EXIT
