@@ -8,6 +8,8 @@ Usage:
   generate.py crds [--check]
   generate.py rest (--openapi-url URL | --openapi-file FILE) [--check]
 
+`make docs-reference` runs both against the committed YAML and the running platform's API.
+
 --check writes nothing: it exits 1 with a diff when the committed page differs from what the
 sources give (the `docs` phase of `make test` runs both checks). Only the standard library and
 PyYAML (Debian's python3-yaml, installed by e2e/platform/install-deps.sh) are needed.
@@ -398,10 +400,8 @@ def main():
     rest.add_argument("--check", action="store_true")
     args = parser.parse_args()
     if args.page == "crds":
-        return write_or_check(HERE / "crds.md", crds_page(), args.check,
-                              "python3 docs/reference/generate.py crds")
-    return write_or_check(HERE / "rest.md", rest_page(load_openapi(args)), args.check,
-                          'python3 docs/reference/generate.py rest --openapi-url "$MILLRACE_API_URL/openapi.json"')
+        return write_or_check(HERE / "crds.md", crds_page(), args.check, "make docs-reference")
+    return write_or_check(HERE / "rest.md", rest_page(load_openapi(args)), args.check, "make docs-reference")
 
 
 if __name__ == "__main__":
