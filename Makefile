@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help up down status demo test test-static test-unit test-platform bench bench-peers build crds
+.PHONY: help up down status demo test test-static test-unit test-platform bench bench-peers build crds docs-reference
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -36,6 +36,11 @@ build: ## build every binary (debug)
 
 crds: ## regenerate charts/millrace/crds/ from the Rust types
 	@bash -c 'source e2e/platform/lib.sh && cargo run -q -p millrace-crds --bin crdgen -- --out-dir charts/millrace/crds'
+
+docs-reference: ## regenerate docs/reference/ (crds.md from charts/millrace/crds, rest.md from the running API)
+	@bash -c 'set -euo pipefail; source e2e/platform/lib.sh; set -a; source "$$LOCAL/env"; set +a; \
+	  python3 docs/reference/generate.py crds; \
+	  python3 docs/reference/generate.py rest --openapi-url "$$MILLRACE_API_URL/openapi.json"'
 
 bench-peers: ## Millrace beside Kafka Streams, Flink, Quix, the seed loop and an rdkafka passthrough (docs/benchmarks.md)
 	@bash bench/run-peers.sh

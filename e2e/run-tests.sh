@@ -46,6 +46,10 @@ platform() {
   # The Helm chart: lint, template tests, rendered manifests validated by the API server,
   # values that must be refused (charts/check.sh).
   run_phase chart bash "$ROOT/charts/check.sh"
+  # The docs: the generated CRD and REST references are current, and the shell blocks of
+  # docs/quickstart.md run in order against the platform and print what the page says
+  # (docs/check.sh).
+  run_phase docs bash "$ROOT/docs/check.sh"
   run_phase integration cargo test --workspace --all-features --test '*'
   # The side-by-side benchmark at toy size, so its scripts and peers cannot rot; it fails
   # when any contender's output differs from the reference.

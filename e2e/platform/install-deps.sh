@@ -29,6 +29,7 @@ PACKAGES=(
   curl
   maven                 # fetches Kafka's jars (e2e/platform/kafka.sh install)
   python3
+  python3-yaml          # docs/reference/generate.py reads the CRD YAML
   python3-venv          # venvs for moto (the local S3 endpoint, e2e/platform/s3.sh) and the benchmarks
   util-linux            # setpriv: run PostgreSQL as an unprivileged user when we are root
   passwd                # useradd: create that user

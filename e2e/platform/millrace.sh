@@ -72,6 +72,10 @@ cmd_up() {
   done
   "${KC[@]}" create namespace "$NS" --dry-run=client -o yaml | "${KC[@]}" apply -f - >/dev/null
   adopt_or_remove_old_objects
+  # Helm installs crds/ on the first install only and never upgrades them (docs/operations.md),
+  # so a checkout whose CRDs changed would run an operator that writes status fields the API
+  # server's older schema refuses: apply the checkout's CRDs, as an operator of a cluster does.
+  "${KC[@]}" apply --server-side --force-conflicts -f "$ROOT/charts/millrace/crds/" >/dev/null
   step "helm upgrade --install $RELEASE charts/millrace (values: charts/millrace/ci/local-values.yaml)"
   mkdir -p "$LOCAL/checkpoints"
   # MILLRACE_HELM_ARGS: more `--set` flags, e.g. another operator image for a test run.
