@@ -1,7 +1,7 @@
 //! Planning tests of joins: the stages and branches a join plans into, the join kind each
 //! condition gives, and the joins refused with line, column and hint.
 
-use millrace_runtime::operators::{JoinKind, JoinSpec, JoinType};
+use millrace_runtime::operators::{JoinKind, JoinSpec, JoinType, WindowAssigner};
 use millrace_runtime::{Exchange, OperatorSpec};
 
 use crate::{JobPlan, SqlError, plan_job};
@@ -211,4 +211,91 @@ fn temporal_joins_that_cannot_run_are_refused_at_the_clause() {
     .err()
     .unwrap_or_else(|| panic!("planned"));
     assert!(err.message.contains("right side of a temporal join"), "{err}");
+}
+
+/// `GROUP BY ws, we` over a window aggregate's window start and end: a window aggregate over
+/// those windows (attached), keyed by the end, with the end an event-time attribute after it.
+#[test]
+fn a_group_by_over_the_window_columns_of_a_window_aggregate_is_a_window_aggregate() {
+    let plan = plan(
+        "INSERT INTO out SELECT MAX(n), COUNT(*), SUM(n) FROM
+           (SELECT customer, hop(ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND) AS ws, window_end(ts) AS we,
+                   COUNT(*) AS n FROM orders GROUP BY customer, hop(ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+           GROUP BY ws, we;",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let dataflow = &plan.dataflow;
+    assert_eq!(dataflow.stage_count(), 3, "{}", dataflow.explain());
+    let OperatorSpec::WindowAggregate(cascade) = &dataflow.stages[2].operators[0] else {
+        panic!("not a window aggregate: {}", dataflow.explain())
+    };
+    // The input is (customer, ws, we, n) after the projection; the end stays a key.
+    assert_eq!(cascade.assigner, WindowAssigner::Attached { start: 1, end: 2 });
+    assert_eq!((cascade.window_position, cascade.keys.len()), (0, 1));
+    assert!(matches!(&dataflow.stages[2].input, Exchange::Hash(k) if k.len() == 1));
+    assert!(plan.dataflow.changelog.is_none(), "append-only, not an updating aggregate");
+
+    // Only one of the two window columns: an updating aggregate, as before.
+    let plan = plan_job(&format!(
+        "{TABLES}CREATE TABLE totals (ws TIMESTAMP(3), n BIGINT, PRIMARY KEY (ws) NOT ENFORCED)
+           WITH (connector = 'upsert-kafka', topic = 't', format = 'json');
+         INSERT INTO totals SELECT ws, MAX(n) FROM
+           (SELECT customer, tumble(ts, INTERVAL '10' SECOND) AS ws, COUNT(*) AS n
+              FROM orders GROUP BY customer, tumble(ts, INTERVAL '10' SECOND)) GROUP BY ws;"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(plan.dataflow.changelog.is_some(), "{}", plan.dataflow.explain());
+}
+
+/// Nexmark q5's shape: a window aggregate joined on its window with a window aggregate over
+/// the windows of another, the rest of the condition a residual; and q7's: the bids joined
+/// with a window aggregate on its window_end (an event-time attribute), bounds in WHERE.
+#[test]
+fn window_attributes_propagate_into_window_and_interval_joins() {
+    let q5 = plan(
+        "INSERT INTO out SELECT a.customer, a.n, m.maxn FROM
+           (SELECT customer, hop(ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND) AS ws, window_end(ts) AS we,
+                   COUNT(*) AS n FROM orders GROUP BY customer, hop(ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND)) a
+           JOIN
+           (SELECT MAX(c.n) AS maxn, c.ws, c.we FROM
+              (SELECT order_id, hop(pts, INTERVAL '2' SECOND, INTERVAL '10' SECOND) AS ws, window_end(pts) AS we,
+                      COUNT(*) AS n FROM payments GROUP BY order_id, hop(pts, INTERVAL '2' SECOND, INTERVAL '10' SECOND)) c
+              GROUP BY c.ws, c.we) m
+           ON a.ws = m.ws AND a.we = m.we AND a.n >= m.maxn;",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let join = join_of(&q5);
+    assert_eq!(join.kind, JoinKind::Window { left_end: 2, right_end: 2 });
+    assert_eq!(join.left_keys.len(), 2, "window start and end");
+    assert!(join.filter.as_ref().is_some_and(|f| f.to_string().contains(">=")), "{:?}", join.filter);
+    assert_eq!(q5.dataflow.branches[0].stages.len(), 3, "{}", q5.dataflow.explain());
+
+    let q7 = plan(
+        "INSERT INTO out SELECT o.id, o.amount, w.top FROM orders o
+           JOIN (SELECT MAX(paid) AS top, window_end(pts) AS we
+                 FROM payments GROUP BY tumble(pts, INTERVAL '10' SECOND)) w
+           ON o.amount = w.top
+           WHERE o.ts BETWEEN w.we - INTERVAL '10' SECOND AND w.we;",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        join_of(&q7).kind,
+        JoinKind::Interval { left_time: 3, right_time: 1, lower_ms: -10_000, upper_ms: 0 }
+    );
+}
+
+#[test]
+fn a_window_aggregate_over_windows_emitted_again_is_refused() {
+    let err = plan_job(
+        "CREATE TABLE late_orders (customer BIGINT, ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (connector = 'file', path = '/dev/null', format = 'json', allowed_lateness_ms = '1000');
+CREATE TABLE out (n BIGINT) WITH (connector = 'stdout', format = 'json');
+INSERT INTO out SELECT MAX(n) FROM
+  (SELECT customer, tumble(ts, INTERVAL '10' SECOND) AS ws, window_end(ts) AS we, COUNT(*) AS n
+     FROM late_orders GROUP BY customer, tumble(ts, INTERVAL '10' SECOND)) GROUP BY ws, we;",
+    )
+    .map(|p| p.dataflow.explain())
+    .expect_err("refused");
+    assert!(err.message.contains("allowed_lateness_ms"), "{err}");
+    assert!(err.hint.is_some(), "{err}");
 }

@@ -225,6 +225,16 @@ impl<'a> Translator<'a> {
                 }
                 Ok(partial)
             }
+            LogicalPlan::Filter(filter) if inner_join(&filter.input).is_some() => {
+                // WHERE over an inner join is part of its condition (Flink's planner pushes
+                // it in too), so time bounds written in WHERE make an interval join.
+                let mut join = inner_join(&filter.input).cloned().ok_or_else(|| self.error("no join"))?;
+                join.filter = Some(match join.filter.take() {
+                    Some(on) => on.and(filter.predicate.clone()),
+                    None => filter.predicate.clone(),
+                });
+                self.join(&join)
+            }
             LogicalPlan::Filter(filter) => {
                 let mut partial = self.node(&filter.input)?;
                 let predicate = self.physical(&filter.predicate, filter.input.schema())?;
@@ -304,7 +314,7 @@ impl<'a> Translator<'a> {
         let mut partial = self.node(&aggregate.input)?;
         let windowed = aggregate.group_expr.iter().any(
             |e| matches!(e, Expr::ScalarFunction(f) if WindowFunctionKind::from_name(f.name()).is_some()),
-        );
+        ) || join::attached_window(aggregate).is_some();
         self.refuse_updating_input(&partial, if windowed { "a window aggregate" } else { "a GROUP BY" })?;
         let input = aggregate.input.schema();
         let mut window = None;
@@ -329,12 +339,121 @@ impl<'a> Translator<'a> {
                 }
             }
         }
-        let Some((window_position, kind, args)) = window else {
-            return self.updating_aggregate(aggregate, partial, keys);
+        // (window column position among the GROUP BY columns, assigner (None: session),
+        // the window's time attribute, the session gap).
+        let (window_position, assigner, time_expr, gap_ms) = match window {
+            Some((position, WindowFunctionKind::Count, args)) => {
+                return self.count_window(partial, aggregate, position, &args, &keys);
+            }
+            Some((position, kind, args)) => {
+                let (assigner, gap_ms) = self.window_assigner(kind, &args, input, &partial)?;
+                (position, assigner, args[0].clone(), gap_ms)
+            }
+            None => match join::attached_window(aggregate) {
+                Some((start, end)) => {
+                    let assigner = self.attached_assigner(aggregate, &partial, start, end)?;
+                    // The window start is the window column; the end stays a key, so the rows
+                    // of one window meet in one instance.
+                    keys.retain(|k| k != &aggregate.group_expr[start]);
+                    (start, Some(assigner), aggregate.group_expr[end].clone(), 0)
+                }
+                None => return self.updating_aggregate(aggregate, partial, keys),
+            },
         };
-        if kind == WindowFunctionKind::Count {
-            return self.count_window(partial, aggregate, window_position, &args, &keys);
+        let time = self.physical(&time_expr, input)?;
+        let time_kind = match &time_expr {
+            Expr::Column(c) => input.index_of_column(c).ok().and_then(|i| partial.time[i]),
+            _ => None,
+        };
+        let key_exprs = keys.iter().map(|k| self.physical(k, input)).collect::<Result<Vec<_>, _>>()?;
+        let group_count = aggregate.group_expr.len();
+        let mut aggregates = Vec::new();
+        let mut output_columns = Vec::new();
+        for (i, expr) in aggregate.aggr_expr.iter().enumerate() {
+            let name = aggregate.schema.field(group_count + i).name();
+            if let Expr::AggregateFunction(f) = expr.clone().unalias()
+                && f.func.name() == WINDOW_END
+            {
+                if f.params.args.first() != Some(&time_expr) {
+                    return Err(self.error(format!(
+                        "{WINDOW_END}() takes the time attribute of the window function: {WINDOW_END}({time_expr})"
+                    )));
+                }
+                output_columns.push(WindowOutputColumn::WindowEnd);
+                continue;
+            }
+            output_columns.push(WindowOutputColumn::Aggregate(aggregates.len()));
+            aggregates.push(self.aggregate_function(expr, name, input)?);
         }
+        let exchange =
+            if key_exprs.is_empty() { Exchange::Single } else { Exchange::Hash(key_exprs.clone()) };
+        let table = &self.tables[&partial.source];
+        let allowed_lateness_ms = table.watermark.map_or(0, |w| w.allowed_lateness_ms);
+        // A cascaded window reads rows of windows that fired; the late side output is the
+        // first window's (of the source rows).
+        let attached = matches!(assigner, Some(WindowAssigner::Attached { .. }));
+        let late_side_output = table.late_output.is_some() && !attached;
+        let output_schema = Arc::new(aggregate.schema.as_arrow().clone());
+        let input_schema = Arc::new(input.as_arrow().clone());
+        let operator = match assigner {
+            Some(assigner) => OperatorSpec::WindowAggregate(WindowAggregateSpec {
+                time,
+                assigner,
+                keys: key_exprs,
+                window_position,
+                aggregates,
+                output_columns: output_columns.clone(),
+                output_schema,
+                allowed_lateness_ms,
+                late_side_output,
+                input_schema: Arc::clone(&input_schema),
+            }),
+            None => OperatorSpec::SessionWindow(SessionWindowSpec {
+                time,
+                gap_ms,
+                keys: key_exprs,
+                window_position,
+                aggregates,
+                output_columns: output_columns.clone(),
+                output_schema,
+                allowed_lateness_ms,
+                late_side_output,
+                input_schema,
+            }),
+        };
+        if late_side_output {
+            partial.late =
+                Some(LateOutput { stage: partial.stages.len(), schema: Arc::new(input.as_arrow().clone()) });
+        }
+        partial.stages.push(Stage { input: exchange, operators: vec![operator] });
+        // The window end is an event-time attribute of the output (Flink's window_time, but
+        // on the exclusive end): a window's row leaves before the watermark that closes it,
+        // and later windows end after that watermark. Not with allowed lateness: a window
+        // emitted again would be behind the watermark.
+        let mut time = vec![None; aggregate.schema.fields().len()];
+        if time_kind == Some(TimeKind::Event) && allowed_lateness_ms == 0 {
+            for (i, column) in output_columns.iter().enumerate() {
+                if *column == WindowOutputColumn::WindowEnd {
+                    time[group_count + i] = Some(TimeKind::Event);
+                }
+            }
+            if attached && let Some(end) = aggregate.group_expr.iter().position(|e| e == &time_expr) {
+                time[end] = Some(TimeKind::Event);
+            }
+        }
+        partial.time = time;
+        Ok(partial)
+    }
+
+    /// The assigner of `tumble`/`hop`/`cumulate` (None and the gap for `session`), after
+    /// checking the time attribute and the sizes.
+    fn window_assigner(
+        &self,
+        kind: WindowFunctionKind,
+        args: &[Expr],
+        input: &DFSchema,
+        partial: &Partial,
+    ) -> Result<(Option<WindowAssigner>, i64), SqlError> {
         let time_ok = match args.first() {
             Some(Expr::Column(c)) => input.index_of_column(c).ok().and_then(|i| partial.time[i]).is_some(),
             _ => false,
@@ -354,84 +473,64 @@ impl<'a> Translator<'a> {
             .ok_or_else(|| {
                 self.error(format!("{}() sizes must be positive day-time INTERVAL literals", kind.name()))
             })?;
-        let assigner =
-            match (kind, sizes.as_slice()) {
-                (WindowFunctionKind::Tumble, [size]) => Some(WindowAssigner::Tumbling { size_ms: *size }),
-                (WindowFunctionKind::Hop, [slide, size]) if slide <= size => {
-                    Some(WindowAssigner::Hopping { size_ms: *size, slide_ms: *slide })
-                }
-                (WindowFunctionKind::Cumulate, [step, max]) if step <= max && max % step == 0 => {
-                    Some(WindowAssigner::Cumulate { step_ms: *step, max_size_ms: *max })
-                }
-                (WindowFunctionKind::Session, [_]) => None,
-                _ => return Err(self.error(format!(
-                    "bad arguments to {}(): use tumble(ts, size), hop(ts, slide, size) with slide <= size, session(ts, gap) or cumulate(ts, step, max_size) with max_size a multiple of step",
-                    kind.name()
-                ))),
-            };
-        let time = self.physical(&args[0], input)?;
-        let key_exprs = keys.iter().map(|k| self.physical(k, input)).collect::<Result<Vec<_>, _>>()?;
-        let group_count = aggregate.group_expr.len();
-        let mut aggregates = Vec::new();
-        let mut output_columns = Vec::new();
-        for (i, expr) in aggregate.aggr_expr.iter().enumerate() {
-            let name = aggregate.schema.field(group_count + i).name();
-            if let Expr::AggregateFunction(f) = expr.clone().unalias()
-                && f.func.name() == WINDOW_END
-            {
-                let same_time = f.params.args.first() == args.first();
-                if !same_time {
-                    return Err(self.error(format!(
-                        "{WINDOW_END}() takes the time attribute of the window function: {WINDOW_END}({})",
-                        args[0]
-                    )));
-                }
-                output_columns.push(WindowOutputColumn::WindowEnd);
-                continue;
+        match (kind, sizes.as_slice()) {
+            (WindowFunctionKind::Tumble, [size]) => Ok((Some(WindowAssigner::Tumbling { size_ms: *size }), 0)),
+            (WindowFunctionKind::Hop, [slide, size]) if slide <= size => {
+                Ok((Some(WindowAssigner::Hopping { size_ms: *size, slide_ms: *slide }), 0))
             }
-            output_columns.push(WindowOutputColumn::Aggregate(aggregates.len()));
-            aggregates.push(self.aggregate_function(expr, name, input)?);
+            (WindowFunctionKind::Cumulate, [step, max]) if step <= max && max % step == 0 => {
+                Ok((Some(WindowAssigner::Cumulate { step_ms: *step, max_size_ms: *max }), 0))
+            }
+            (WindowFunctionKind::Session, [gap]) => Ok((None, *gap)),
+            _ => Err(self.error(format!(
+                "bad arguments to {}(): use tumble(ts, size), hop(ts, slide, size) with slide <= size, session(ts, gap) or cumulate(ts, step, max_size) with max_size a multiple of step",
+                kind.name()
+            ))),
         }
-        let exchange =
-            if key_exprs.is_empty() { Exchange::Single } else { Exchange::Hash(key_exprs.clone()) };
+    }
+
+    /// A GROUP BY over the window start and end of an upstream window aggregate (GROUP BY
+    /// columns `start` and `end`): the rows are windows already and are grouped by them.
+    fn attached_assigner(
+        &self,
+        aggregate: &Aggregate,
+        partial: &Partial,
+        start: usize,
+        end: usize,
+    ) -> Result<WindowAssigner, SqlError> {
         let table = &self.tables[&partial.source];
-        let allowed_lateness_ms = table.watermark.map_or(0, |w| w.allowed_lateness_ms);
-        let late_side_output = table.late_output.is_some();
-        let output_schema = Arc::new(aggregate.schema.as_arrow().clone());
-        let input_schema = Arc::new(input.as_arrow().clone());
-        let operator = match assigner {
-            Some(assigner) => OperatorSpec::WindowAggregate(WindowAggregateSpec {
-                time,
-                assigner,
-                keys: key_exprs,
-                window_position,
-                aggregates,
-                output_columns,
-                output_schema,
-                allowed_lateness_ms,
-                late_side_output,
-                input_schema: Arc::clone(&input_schema),
-            }),
-            None => OperatorSpec::SessionWindow(SessionWindowSpec {
-                time,
-                gap_ms: sizes[0],
-                keys: key_exprs,
-                window_position,
-                aggregates,
-                output_columns,
-                output_schema,
-                allowed_lateness_ms,
-                late_side_output,
-                input_schema,
-            }),
-        };
-        if late_side_output {
-            partial.late =
-                Some(LateOutput { stage: partial.stages.len(), schema: Arc::new(input.as_arrow().clone()) });
+        if table.watermark.is_some_and(|w| w.allowed_lateness_ms > 0) {
+            return Err(self
+                .error(format!(
+                    "a window aggregate over the windows of another needs each window emitted once, but table '{}' sets allowed_lateness_ms (a window emitted again would be counted twice)",
+                    table.name
+                ))
+                .with_hint("drop allowed_lateness_ms, or aggregate the source rows in one window aggregate"));
         }
-        partial.stages.push(Stage { input: exchange, operators: vec![operator] });
-        partial.time = vec![None; aggregate.schema.fields().len()];
-        Ok(partial)
+        let input = aggregate.input.schema();
+        let index = |e: &Expr| match e {
+            Expr::Column(c) => input.index_of_column(c).ok(),
+            _ => None,
+        };
+        match (index(&aggregate.group_expr[start]), index(&aggregate.group_expr[end])) {
+            (Some(start), Some(end)) => Ok(WindowAssigner::Attached { start, end }),
+            _ => Err(self.error("the window columns of a cascaded window aggregate must be columns")),
+        }
+    }
+}
+
+/// `plan` if it is an inner `JOIN … ON` (not a lateral UNNEST, nor a comma join, which stays
+/// refused as a cross join).
+fn inner_join(plan: &LogicalPlan) -> Option<&datafusion::logical_expr::Join> {
+    match plan {
+        LogicalPlan::Join(join)
+            if join.join_type == datafusion::logical_expr::JoinType::Inner
+                && (join.filter.is_some() || !join.on.is_empty())
+                && !unnest::is_lateral_unnest(join) =>
+        {
+            Some(join)
+        }
+        _ => None,
     }
 }
 

@@ -1,5 +1,7 @@
 //! `GROUP BY tumble(...)` / `hop(...)` / `cumulate(...)`: event-time (or processing-time)
-//! window aggregation, keyed or global. Rows are assigned to windows and grouped per batch
+//! window aggregation, keyed or global; and the same over rows that are windows already
+//! (`GROUP BY window_start, window_end` of an upstream window aggregate,
+//! [`WindowAssigner::Attached`]). Rows are assigned to windows and grouped per batch
 //! with Arrow's row format; each (window, key) holds DataFusion accumulators, so every SQL
 //! aggregate DataFusion offers works here. A window fires when the watermark passes its end.
 //! With allowed lateness it is kept that much longer: a row for a fired window updates it and
@@ -15,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, UInt32Array};
 use arrow::compute::{cast, take, take_record_batch};
 use arrow::datatypes::{DataType, Field, Int64Type, SchemaRef, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
@@ -44,6 +46,12 @@ pub enum WindowAssigner {
     /// starting at the same `max`-aligned start and growing by `step` (`max` is a multiple of
     /// `step`). A row belongs to every such window whose end lies beyond it.
     Cumulate { step_ms: i64, max_size_ms: i64 },
+    /// The rows are windows already (a window aggregate's output, grouped again by its
+    /// window: Flink's window attribute propagation): each row's window is
+    /// `[row[start], row[end])`, the input columns at these indices (any timestamp type).
+    /// The spec's `time` is the end column. [`Self::for_each_window`] assigns nothing for
+    /// it: the operator reads both columns itself.
+    Attached { start: usize, end: usize },
 }
 
 impl WindowAssigner {
@@ -76,6 +84,7 @@ impl WindowAssigner {
                     end += step_ms;
                 }
             }
+            WindowAssigner::Attached { .. } => {}
         }
     }
 }
@@ -127,6 +136,14 @@ pub struct WindowAggregateOperator {
 
 impl WindowAggregateOperator {
     pub fn try_new(spec: WindowAggregateSpec) -> Result<Self, OperatorError> {
+        if let WindowAssigner::Attached { start, end } = spec.assigner {
+            let columns = spec.input_schema.fields().len();
+            if start >= columns || end >= columns {
+                return Err(OperatorError::Invalid(format!(
+                    "attached window columns {start} and {end} are not in the input's {columns} columns"
+                )));
+            }
+        }
         let output = WindowOutput::try_new(
             spec.keys.clone(),
             spec.window_position,
@@ -249,6 +266,18 @@ impl Operator for WindowAggregateOperator {
         let time = time.as_primitive::<TimestampMillisecondType>();
         let keys = self.output.key_rows(&batch)?;
         let arguments = aggregate_arguments(&self.spec.aggregates, &batch)?;
+        let attached_starts = match self.spec.assigner {
+            WindowAssigner::Attached { start, .. } => {
+                let column = batch.column(start);
+                Some(if column.data_type() == &timestamp_ms() {
+                    Arc::clone(column)
+                } else {
+                    cast(column, &timestamp_ms())?
+                })
+            }
+            _ => None,
+        };
+        let attached_starts = attached_starts.as_ref().map(|a| a.as_primitive::<TimestampMillisecondType>());
 
         // Group row indices by (window, key) for this batch, then update each group's
         // accumulators once with all of its rows.
@@ -260,14 +289,23 @@ impl Operator for WindowAggregateOperator {
             let Some(ts) = ts else { continue };
             let row = keys.row(i);
             let mut kept = false;
-            self.spec.assigner.for_each_window(ts, |start, end| {
+            let mut assign = |start: i64, end: i64| {
                 if watermark.closes_window_ending_at(end.saturating_add(lateness)) {
                     late += 1;
                 } else {
                     kept = true;
                     groups.entry(((end, start), row)).or_default().push(i as u32);
                 }
-            });
+            };
+            match attached_starts {
+                // A row of an upstream window: its own window, if it has a start.
+                Some(starts) => {
+                    if starts.is_valid(i) {
+                        assign(starts.value(i), ts)
+                    }
+                }
+                None => self.spec.assigner.for_each_window(ts, assign),
+            }
             if !kept && self.spec.late_side_output {
                 late_rows.push(i as u32);
             }

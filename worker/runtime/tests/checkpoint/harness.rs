@@ -91,22 +91,29 @@ impl Chain {
     }
 
     /// Restores every operator from `tables` as the runtime would: each operator gets its own
-    /// tables, keyed ones cut to this subtask's key groups.
+    /// tables, keyed ones cut to this subtask's key groups. Two operators of one chain may declare tables of the same name (the runtime tells them
+    /// apart by operator id): [`Self::snapshot`] lists them in chain order, so each operator
+    /// takes the first of each name that no operator before it took.
     pub fn restore(&mut self, tables: &[TableSnapshot]) {
+        let mut taken = vec![false; tables.len()];
         for (operator, ctx) in &mut self.operators {
             let mut mine = Vec::new();
             for declared in operator.state_tables() {
-                for table in tables.iter().filter(|t| t.name == declared.name) {
-                    let batches = match declared.scope {
-                        StateScope::KeyGroups => table
-                            .batches
-                            .iter()
-                            .map(|b| retain_key_groups(b, ctx.key_groups).expect("retain"))
-                            .collect(),
-                        StateScope::Instance => table.batches.clone(),
-                    };
-                    mine.push(TableSnapshot { name: table.name.clone(), batches });
-                }
+                let Some(at) = (0..tables.len()).find(|&t| !taken[t] && tables[t].name == declared.name)
+                else {
+                    continue;
+                };
+                taken[at] = true;
+                let table = &tables[at];
+                let batches = match declared.scope {
+                    StateScope::KeyGroups => table
+                        .batches
+                        .iter()
+                        .map(|b| retain_key_groups(b, ctx.key_groups).expect("retain"))
+                        .collect(),
+                    StateScope::Instance => table.batches.clone(),
+                };
+                mine.push(TableSnapshot { name: table.name.clone(), batches });
             }
             operator.restore_state(mine, ctx).expect("restore_state");
         }

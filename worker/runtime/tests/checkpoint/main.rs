@@ -9,6 +9,7 @@ mod over_window;
 mod session_window;
 mod updating_aggregate;
 mod window_aggregate;
+mod window_cascade;
 mod window_properties;
 
 use std::sync::Arc;

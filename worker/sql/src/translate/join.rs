@@ -20,7 +20,9 @@ use std::sync::Arc;
 
 use datafusion::common::NullEquality;
 use datafusion::logical_expr::utils::split_conjunction;
-use datafusion::logical_expr::{BinaryExpr, Expr, Join, JoinType as DfJoinType, LogicalPlan, Operator};
+use datafusion::logical_expr::{
+    Aggregate, BinaryExpr, Expr, Join, JoinType as DfJoinType, LogicalPlan, Operator,
+};
 use datafusion::optimizer::OptimizerContext;
 use datafusion::optimizer::OptimizerRule;
 use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
@@ -43,7 +45,8 @@ enum WindowRole {
 }
 
 /// The role of output column `index` of `plan`, if it is a window aggregate's window start
-/// or `window_end()`.
+/// or `window_end()`, or a GROUP BY column of a cascaded window aggregate that groups by
+/// such columns (the window attributes propagate, as in Flink).
 fn window_role(plan: &LogicalPlan, index: usize) -> Option<WindowRole> {
     match plan {
         LogicalPlan::Projection(p) => match p.expr.get(index)?.clone().unalias() {
@@ -62,6 +65,9 @@ fn window_role(plan: &LogicalPlan, index: usize) -> Option<WindowRole> {
                     {
                         Some(WindowRole::Start)
                     }
+                    Expr::Column(c) if attached_window(a).is_some() => {
+                        window_role(&a.input, a.input.schema().index_of_column(c).ok()?)
+                    }
                     _ => None,
                 }
             } else {
@@ -73,6 +79,19 @@ fn window_role(plan: &LogicalPlan, index: usize) -> Option<WindowRole> {
         }
         _ => None,
     }
+}
+
+/// For a GROUP BY without a window function that groups by the window start and the window
+/// end of an upstream window aggregate (a cascaded window aggregate): the positions of those
+/// two GROUP BY columns, (start, end).
+pub(super) fn attached_window(aggregate: &Aggregate) -> Option<(usize, usize)> {
+    let role_of = |expr: &Expr| match expr {
+        Expr::Column(c) => window_role(&aggregate.input, aggregate.input.schema().index_of_column(c).ok()?),
+        _ => None,
+    };
+    let start = aggregate.group_expr.iter().position(|e| role_of(e) == Some(WindowRole::Start))?;
+    let end = aggregate.group_expr.iter().position(|e| role_of(e) == Some(WindowRole::End))?;
+    Some((start, end))
 }
 
 /// `expr` as (column index in `schema`, offset in ms): `c`, `c + INTERVAL`, `c - INTERVAL`,
