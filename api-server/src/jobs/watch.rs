@@ -31,7 +31,7 @@ use crate::kubernetes::{self, MANAGED_BY};
 /// What the watch saw of one StreamJob.
 enum Seen {
     /// It exists (possibly being deleted) and reads as a StreamJob.
-    Present(StreamJob),
+    Present(Box<StreamJob>),
     /// It was deleted.
     Deleted,
 }
@@ -52,7 +52,7 @@ pub async fn run(state: AppState) {
         let (guard, seen) = match event {
             Ok(Event::Apply(guard) | Event::InitApply(guard)) => {
                 let seen = match &guard.0 {
-                    Ok(job) => Seen::Present(job.clone()),
+                    Ok(job) => Seen::Present(Box::new(job.clone())),
                     Err(invalid) => {
                         tracing::warn!(namespace = ?guard.namespace(), name = %guard.name_any(), error = %invalid.error,
                             "a StreamJob that does not read as one; the resync loop reports it");
@@ -79,7 +79,7 @@ pub async fn run(state: AppState) {
 /// Brings the catalog's job `namespace/name` in step with what was seen.
 async fn handle(state: &AppState, namespace: &str, name: &str, seen: Seen) -> Result<(), ApiError> {
     let row = match find_job(&state.db, namespace, name).await? {
-        Found::Job(tenant, row) => (tenant, row),
+        Found::Job(tenant, row) => (tenant, *row),
         Found::NoTenant => return Ok(()),
         Found::NoJob => {
             if matches!(seen, Seen::Present(_)) {
@@ -90,7 +90,7 @@ async fn handle(state: &AppState, namespace: &str, name: &str, seen: Seen) -> Re
     };
     let (tenant, row) = row;
     let observed = match seen {
-        Seen::Present(job) => Some(job),
+        Seen::Present(job) => Some(*job),
         Seen::Deleted => None,
     };
     reconcile(state, &tenant, namespace, row, observed).await
@@ -126,7 +126,7 @@ async fn recheck(state: AppState, namespace: String, name: String) {
                 return Ok(false);
             };
             let observed = kubernetes::get_job(&state.kube, &namespace, &name).await?;
-            reconcile(&state, &tenant, &namespace, row, observed).await.map(|()| true)
+            reconcile(&state, &tenant, &namespace, *row, observed).await.map(|()| true)
         }
         .await;
         match result {
@@ -143,7 +143,7 @@ async fn recheck(state: AppState, namespace: String, name: String) {
 /// What the catalog has behind a StreamJob.
 enum Found {
     /// The tenant's name and the job's row.
-    Job(String, JobRow),
+    Job(String, Box<JobRow>),
     /// The namespace is a tenant's, the job is not (yet) in the catalog.
     NoJob,
     /// The namespace is no tenant's of this catalog.
@@ -158,5 +158,5 @@ async fn find_job(db: &sqlx::PgPool, namespace: &str, name: &str) -> Result<Foun
     let Some((tenant_id, tenant)) = tenant else { return Ok(Found::NoTenant) };
     let sql = concat!("SELECT ", job_columns!(), " FROM jobs WHERE tenant_id = $1 AND name = $2");
     let row: Option<JobRow> = sqlx::query_as(sql).bind(tenant_id).bind(name).fetch_optional(db).await?;
-    Ok(row.map_or(Found::NoJob, |row| Found::Job(tenant, row)))
+    Ok(row.map_or(Found::NoJob, |row| Found::Job(tenant, Box::new(row))))
 }
