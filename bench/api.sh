@@ -141,7 +141,7 @@ if ((SMOKE)); then
       die "$name: $(value "$name" errors) requests failed (first: $(value "$name" first_error))"
     fi
   done
-  step "API smoke passed: GET /v1/jobs p99 $(value list p99_ms) ms, POST /v1/sql/validate p99 $(value validate p99_ms) ms (debug load generator, $RATE/s)"
+  step "API smoke passed: GET /v1/jobs p99 $(value list p99_ms) ms, POST /v1/sql/validate p99 $(value validate p99_ms) ms (debug api-server and load generator, $RATE/s)"
   exit 0
 fi
 
