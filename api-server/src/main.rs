@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use millrace_api::{AppState, app, db, metrics::HttpMetrics, readiness, topics};
+use millrace_api::{AppState, app, db, jobs, metrics::HttpMetrics, readiness, topics};
 use millrace_telemetry::{OpsState, default_ops_addr, init_tracing, shutdown_signal};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -91,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
         AppState::new(pool, kube, &token, metrics).with_checkpoint_storage(args.checkpoint_storage.clone());
 
     tokio::spawn(readiness::readiness_loop(state.clone(), ops.clone()));
+    tokio::spawn(jobs::watch::run(state.clone()));
     tokio::spawn(topics::sync::resync_loop(state.clone(), Duration::from_secs(args.resync_seconds.max(1))));
 
     let addr = args.listen_addr.unwrap_or_else(|| default_ops_addr(8080));

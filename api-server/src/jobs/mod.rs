@@ -2,15 +2,17 @@
 //! update (a new version), delete. Each job is a catalog row (desired state) plus one
 //! `job_versions` row per change of what it runs, applied as a StreamJob named like the job
 //! in the tenant's namespace by server-side apply; the operator runs it and its status is
-//! reflected back (see [`sync`]). Lifecycle actions (suspend, resume, rescale, savepoints,
+//! reflected back (see [`sync`]) as the StreamJob changes ([`watch`]). Lifecycle actions (suspend, resume, rescale, savepoints,
 //! versions) are in [`actions`]; the pure parts (settings, manifest, drift) in [`spec`].
 //!
 //! As for topics, quotas are checked with the tenant's quota row locked and the StreamJob is
 //! applied inside the catalog transaction: if Kubernetes refuses, nothing is committed.
 
 pub mod actions;
+mod list;
 pub mod spec;
 pub mod sync;
+pub mod watch;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -28,7 +30,7 @@ use crate::AppState;
 use crate::audit::{self, Change};
 use crate::auth::Tenant;
 use crate::error::{ApiError, Problem};
-use crate::http::{ApiJson, ApiQuery, Keyset, Page, PageParams, check_if_match, etag};
+use crate::http::{ApiJson, ApiQuery, Page, check_if_match, etag};
 use crate::kubernetes;
 use crate::quotas;
 use crate::sql::check_job_sql;
@@ -484,7 +486,8 @@ async fn create_job(
     Ok(respond(StatusCode::CREATED, view(row, current, None)))
 }
 
-/// Lists the tenant's jobs, oldest first, each with its status reflected from Kubernetes.
+/// Lists the tenant's jobs, oldest first, each with its status as last reflected from its
+/// StreamJob (the api-server watches them; see `GET /v1/jobs/{job}` for a live read).
 #[utoipa::path(
     get, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])), params(JobListParams),
     responses(
@@ -498,42 +501,7 @@ async fn list_jobs(
     tenant: Tenant,
     ApiQuery(params): ApiQuery<JobListParams>,
 ) -> Result<Json<Page<JobView>>, ApiError> {
-    let limit = PageParams { limit: params.limit, cursor: None }.limit()?;
-    let after = Keyset::decode(params.cursor.as_deref())?;
-    if let Some(s) = params.state.as_deref()
-        && !["running", "suspended"].contains(&s)
-    {
-        return Err(ApiError::bad_request("state", "state is running or suspended"));
-    }
-    let sql = concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobs WHERE tenant_id = $1 AND (created_at, id) > ($2, $3) \
-         AND ($4::text IS NULL OR state = $4) AND ($5::text IS NULL OR phase = $5) \
-         ORDER BY created_at, id LIMIT $6"
-    );
-    let rows: Vec<JobRow> = sqlx::query_as(sql)
-        .bind(tenant.id)
-        .bind(after.at)
-        .bind(after.id)
-        .bind(params.state.as_deref())
-        .bind(params.phase.as_deref())
-        .bind(limit + 1)
-        .fetch_all(&state.db)
-        .await?;
-    let page = Page::from_rows(rows, limit, |r| Keyset::key(r.created_at, r.id));
-    let mut observed = kubernetes::list_jobs(&state.kube, &tenant.namespace).await?;
-    let mut items = Vec::with_capacity(page.items.len());
-    for row in page.items {
-        let job = observed.remove(&row.name);
-        match sync::reconcile(&state, &tenant.name, &tenant.namespace, row, job).await {
-            Ok(row) => items.push(load_view(&state, row).await?),
-            // Deleted while listing: it is simply not in the page.
-            Err(ApiError::NotFound { .. }) => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(Json(Page { items, next_cursor: page.next_cursor }))
+    Ok(Json(list::page(&state.db, tenant.id, &params).await?))
 }
 
 /// The view of `row`: its current version and its latest savepoint.

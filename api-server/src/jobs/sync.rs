@@ -8,7 +8,9 @@
 //!   `kubectl scale`) is re-applied from the catalog, and the repair is reported on the job
 //!   (`status.drift`) and in the audit log (`job.drift-repaired`).
 //!
-//! Runs on every read of a job and, for every job, in the API's resync loop.
+//! Runs for every change the StreamJob watch reports ([`super::watch`]), on a read of one job
+//! (`GET /v1/jobs/{job}` looks at its StreamJob live), and for every job in the API's resync
+//! loop. Listing jobs does not run it: the list reads the rows this keeps current.
 
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;

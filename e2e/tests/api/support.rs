@@ -84,10 +84,35 @@ impl ApiServer {
 
 static API: OnceCell<ApiServer> = OnceCell::const_new();
 
+/// `MILLRACE_E2E_API=external`: test an API server started outside the tests (another build,
+/// e.g. a worktree's, on its own port and catalog), at `MILLRACE_API_URL` with
+/// `MILLRACE_ADMIN_TOKEN`, instead of the chart's Pod (which is then not restarted).
+pub const EXTERNAL_API_ENV: &str = "MILLRACE_E2E_API";
+
+fn external_api() -> Option<ApiServer> {
+    if std::env::var(EXTERNAL_API_ENV).ok()? != "external" {
+        return None;
+    }
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| panic!("{EXTERNAL_API_ENV}=external needs {name}"))
+    };
+    let base = var("MILLRACE_API_URL").trim_end_matches('/').to_owned();
+    eprintln!("{EXTERNAL_API_ENV}=external: testing the API server at {base}");
+    Some(ApiServer {
+        base,
+        admin_token: var("MILLRACE_ADMIN_TOKEN"),
+        http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client"),
+    })
+}
+
 /// Makes sure the operator and the API server run (the API on the binary just built), and
 /// returns how to reach it. Done once per run.
 pub async fn ensure_api() -> ApiServer {
     API.get_or_init(|| async {
+        if let Some(server) = external_api() {
+            ensure_operator().await;
+            return server;
+        }
         // The chart installs the API next to the operator.
         ensure_operator().await;
         let client = client().await;

@@ -17,8 +17,9 @@ mod translate;
 mod versioned;
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
-use datafusion::execution::context::SessionContext;
+use datafusion::execution::context::{SessionContext, SessionState};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::Analyzer;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
@@ -47,13 +48,11 @@ pub struct JobPlan {
 
 const START: Location = Location { line: 1, column: 1 };
 
-/// Parses and plans a job. Every error carries the line and column it refers to.
-pub fn plan_job(sql: &str) -> Result<JobPlan, SqlError> {
-    let peeled = ddl::peel_extensions(sql)?;
-    let (text, versioned) = versioned::peel(&peeled.sql)?;
-    let statements = DFParser::parse_sql_with_dialect(&text, &GenericDialect {})
-        .map_err(|e| SqlError::from_datafusion(&e, START))?;
-
+/// The session every job is planned in: DataFusion's built-in functions plus the window
+/// functions. Built once per process, because building it (registering every built-in
+/// function) costs more than planning a small job, and planning only reads it (tables live
+/// in each job's own [`catalog::StreamCatalog`]).
+static PLANNING_STATE: LazyLock<SessionState> = LazyLock::new(|| {
     let context = SessionContext::new();
     context.register_udf(WindowGroupFunction::udf(WindowFunctionKind::Tumble));
     context.register_udf(WindowGroupFunction::udf(WindowFunctionKind::Hop));
@@ -61,8 +60,18 @@ pub fn plan_job(sql: &str) -> Result<JobPlan, SqlError> {
     context.register_udf(WindowGroupFunction::udf(WindowFunctionKind::Cumulate));
     context.register_udf(WindowGroupFunction::udf(WindowFunctionKind::Count));
     context.register_udaf(functions::WindowEndFunction::udaf());
-    let state = context.state();
-    let mut catalog = catalog::StreamCatalog::new(&state);
+    context.state()
+});
+
+/// Parses and plans a job. Every error carries the line and column it refers to.
+pub fn plan_job(sql: &str) -> Result<JobPlan, SqlError> {
+    let peeled = ddl::peel_extensions(sql)?;
+    let (text, versioned) = versioned::peel(&peeled.sql)?;
+    let statements = DFParser::parse_sql_with_dialect(&text, &GenericDialect {})
+        .map_err(|e| SqlError::from_datafusion(&e, START))?;
+
+    let state: &SessionState = &PLANNING_STATE;
+    let mut catalog = catalog::StreamCatalog::new(state);
     let mut tables: HashMap<String, TableDef> = HashMap::new();
     let mut insert: Option<(Statement, Location)> = None;
     let mut state_ttl_ms = None;
