@@ -33,6 +33,9 @@ pub struct WorkerSettings {
     pub data_addr: String,
     /// Replaces the coordinator's Kafka bootstrap servers in deployments.
     pub kafka_bootstrap: Option<String>,
+    /// The limit on the operator state this process holds (`--state-max-bytes`); wins over
+    /// the job's `SET 'state.max-bytes'`.
+    pub state_max_bytes: Option<u64>,
 }
 
 /// The default exchange listener: `$POD_IP:0`, else `127.0.0.1:0`.
@@ -148,6 +151,9 @@ async fn session(
             ToWorker::Deploy(mut deployment) => {
                 if let Some(bootstrap) = &settings.kafka_bootstrap {
                     deployment.kafka_bootstrap = Some(bootstrap.clone());
+                }
+                if settings.state_max_bytes.is_some() {
+                    deployment.state_max_bytes = settings.state_max_bytes;
                 }
                 if let Some(previous) = running.take() {
                     previous.cancel().await;
