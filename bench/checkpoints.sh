@@ -15,7 +15,7 @@
 #                                        docs/benchmarks.md (<!-- checkpoints:begin/end -->)
 #   bash bench/checkpoints.sh --smoke    debug build, tiny state and input, seconds; checks the
 #                                        record counts after each restore; writes nothing
-#   Options: --sizes 100,500 (MB of checkpointed state; 1 MB = 10^6 bytes) --max-rss-mb N
+#   Options: --sizes 100,1000 (MB of checkpointed state; 1 MB = 10^6 bytes) --max-rss-mb N
 #            --records N (Kafka input of parts 2 and 3) --parts state,recovery,rescale
 #            --state-limit SECONDS (the state job's time limit; default 1200)
 #            --worker PATH (a prebuilt millrace-worker; skips the build)
@@ -46,7 +46,7 @@ if ((SMOKE)); then
   PROFILE=debug; SIZES="${SIZES:-1,2}"; RECORDS="${RECORDS:-20000}"; KEYS=1000
   STATE_INTERVAL=500ms KAFKA_INTERVAL=500ms STATE_LIMIT_S=120 WAIT_S=120
 else
-  PROFILE=release; SIZES="${SIZES:-100,500}"; RECORDS="${RECORDS:-4000000}"; KEYS=1000000
+  PROFILE=release; SIZES="${SIZES:-100,1000}"; RECORDS="${RECORDS:-4000000}"; KEYS=1000000
   STATE_INTERVAL=5s KAFKA_INTERVAL=1s STATE_LIMIT_S=1200 WAIT_S=600
 fi
 STATE_LIMIT_S="${STATE_LIMIT:-$STATE_LIMIT_S}"
@@ -228,7 +228,7 @@ EOF
   start_worker "$log" -f "$work/state.sql" --parallelism 2 --checkpoint-dir "file://$work/state-chk" \
     --checkpoint-interval "$STATE_INTERVAL" --checkpoints-retained 1
   local pid=$PID port=$PORT last=0 at_largest=0 deadline=$((SECONDS + STATE_LIMIT_S)) rss_kb=0
-  local id bytes written duration align snap records
+  local id bytes written duration align snap records held
   while :; do
     alive "$pid" || fail_with "$log" "the state job exited"
     if ((SECONDS >= deadline)); then state_note="stopped at the time limit (${STATE_LIMIT_S}s)"; break; fi
@@ -244,8 +244,9 @@ EOF
         align="$(metric millrace_worker_checkpoint_alignment_ms '' max)"
         snap="$(metric millrace_worker_checkpoint_snapshot_ms '' max)"
         records="$(metric millrace_worker_source_records_total)"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$bytes" "${written:--}" "$duration" \
-          "${align:--}" "${snap:--}" "$((rss_kb / 1024))" "${records:-0}" >>"$work/state.tsv"
+        held="$(metric millrace_worker_process_state_bytes)"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$bytes" "${written:--}" "$duration" \
+          "${align:--}" "${snap:--}" "$((rss_kb / 1024))" "${records:-0}" "${held:--}" >>"$work/state.tsv"
         info "checkpoint $id: $((bytes / 1000000)) MB state, ${duration} ms (alignment ${align:-?} ms, snapshot ${snap:-?} ms), RSS $((rss_kb / 1024)) MB"
         ((bytes >= largest)) && at_largest=$((at_largest + 1))
         ((at_largest >= 3)) && break
@@ -398,11 +399,17 @@ if rows:
         for h in hits:
             marks.setdefault(h, f"≥ {target // 1_000_000} MB")
     has_written = any(r[2] != "-" for r in rows)
-    print("| checkpoint | state (MB) | written (MB) | duration (ms) | alignment (ms) | snapshot (ms) | RSS (MB) | rows read | size point |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for cid, b, w, d, a, s, rss, rec in rows:
+    print("| checkpoint | state (MB) | written (MB) | duration (ms) | alignment (ms) | snapshot (ms) | RSS (MB) | rows read | state in memory (MB) | in memory / key (B) | RSS / key (B) | size point |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        cid, b, w, d, a, s, rss, rec = r[:8]
+        held = r[8] if len(r) > 8 else "-"
         written = mb(w) if w != "-" else "–"
-        print(f"| {cid} | {mb(b)} | {written} | {int(d):,} | {a} | {s} | {int(rss):,} | {int(rec):,} | {marks.get(cid, '')} |")
+        keys = max(int(rec), 1)
+        in_memory = mb(held) if held != "-" else "–"
+        per_key = f"{int(held) / keys:,.0f}" if held != "-" else "–"
+        rss_per_key = f"{int(rss) * 1_048_576 / keys:,.0f}"
+        print(f"| {cid} | {mb(b)} | {written} | {int(d):,} | {a} | {s} | {int(rss):,} | {int(rec):,} | {in_memory} | {per_key} | {rss_per_key} | {marks.get(cid, '')} |")
     print()
     if not has_written:
         print("*written*: this build has no `last_checkpoint_bytes_written` metric (incremental checkpoints")
@@ -462,7 +469,9 @@ EOF
   echo "files), *written* \`millrace_worker_last_checkpoint_bytes_written\` (when the build has it), *duration*"
   echo "\`millrace_worker_last_checkpoint_duration_ms\` (trigger to completion), *alignment* / *snapshot* the largest"
   echo "\`millrace_worker_checkpoint_alignment_ms\` / \`millrace_worker_checkpoint_snapshot_ms\` over the stages,"
-  echo "*RSS* of the process (ps) when the checkpoint was seen, *rows read* \`millrace_worker_source_records_total\`."
+  echo "*RSS* of the process (ps) when the checkpoint was seen, *rows read* \`millrace_worker_source_records_total\`"
+  echo "(≈ keys: the key range is 10^15), *state in memory* \`millrace_worker_process_state_bytes\` (what the"
+  echo "operators count against \`state.max-bytes\`), per key: that and the RSS divided by the rows read."
   echo
   echo "**Recovery and rescale.** Input: $RECORDS JSON records \`{k, v}\` on a fresh 4-partition topic of the local"
   echo "Kafka broker (recovery: over $KEYS keys; rescale: every record a new key, so the savepoint holds $RECORDS"

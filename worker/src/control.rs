@@ -21,6 +21,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use millrace_checkpoint::CheckpointStorage;
 use millrace_connectors::StopSignal;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -77,6 +78,9 @@ struct Shared {
     /// Registered workers and their slots (a coordinator; zero for `run`).
     workers: usize,
     slots: usize,
+    /// The state this process's operators hold and its limit (`run`; a coordinator runs no
+    /// operators, its workers report theirs in their `/metrics`).
+    state: Option<(Gauge, Gauge)>,
 }
 
 /// The handle shared by a running job and its control API.
@@ -119,6 +123,11 @@ impl JobControl {
             s.max_parallelism = max_parallelism;
             s.checkpoint_url = Some(checkpoint_url.to_owned());
         });
+    }
+
+    /// Shows `metrics`' state bytes and limit in `GET /v1/job` (`run`).
+    pub fn watch_state(&self, metrics: &millrace_runtime::RuntimeMetrics) {
+        self.with(|s| s.state = Some((metrics.process_state_bytes.clone(), metrics.state_max_bytes.clone())));
     }
 
     /// The coordinator role's registered workers and their slots in total.
@@ -289,6 +298,18 @@ struct JobView {
     /// The checkpoint or savepoint the running attempt started from.
     restored_from: Option<String>,
     checkpoints: CheckpointStatus,
+    /// Operator state held in this process (`run` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<StateView>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StateView {
+    /// Bytes the operators' state holds in memory (docs/checkpoints.md, "State size").
+    bytes: i64,
+    /// The limit (`state.max-bytes`); null when there is none.
+    max_bytes: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -310,7 +331,7 @@ pub fn control_router(control: JobControl) -> Router {
 }
 
 async fn job(State(control): State<JobControl>) -> Json<JobView> {
-    let (parallelism, max_parallelism, checkpoint_storage, last_error, workers, slots) = control
+    let (parallelism, max_parallelism, checkpoint_storage, last_error, workers, slots, state) = control
         .with(|s| {
             (
                 s.parallelism,
@@ -319,6 +340,10 @@ async fn job(State(control): State<JobControl>) -> Json<JobView> {
                 s.last_error.clone(),
                 s.workers,
                 s.slots,
+                s.state.as_ref().map(|(bytes, limit)| StateView {
+                    bytes: bytes.get(),
+                    max_bytes: Some(limit.get()).filter(|l| *l > 0),
+                }),
             )
         })
         .unwrap_or_default();
@@ -333,6 +358,7 @@ async fn job(State(control): State<JobControl>) -> Json<JobView> {
         slots,
         restored_from: checkpoints.restored_from.clone(),
         checkpoints,
+        state,
     })
 }
 

@@ -65,6 +65,9 @@ pub struct JobOptions {
     pub restore_from: Option<String>,
     /// Start even if some of the snapshot's state maps to no operator of the plan.
     pub allow_non_restored_state: bool,
+    /// The limit on the operator state this process holds (`--state-max-bytes`); wins over
+    /// the job's `SET 'state.max-bytes'`.
+    pub state_max_bytes: Option<u64>,
 }
 
 impl Default for JobOptions {
@@ -78,6 +81,7 @@ impl Default for JobOptions {
             checkpointing: None,
             restore_from: None,
             allow_non_restored_state: false,
+            state_max_bytes: None,
         }
     }
 }
@@ -386,6 +390,7 @@ impl Job {
             parallelism: p,
             max_parallelism: options.max_parallelism,
             channel_capacity: options.channel_capacity,
+            state_max_bytes: options.state_max_bytes.or(self.plan.state_max_bytes),
             ..RunOptions::default()
         };
         let mut coordinator = None;

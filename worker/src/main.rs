@@ -83,6 +83,10 @@ struct CoordinatorArgs {
     restore_from: Option<String>,
     #[arg(long)]
     allow_non_restored_state: bool,
+    /// The limit on the operator state each worker process holds (the workers' own flag wins), as `2gb`, `512mb` or bytes (see
+    /// docs/checkpoints.md); wins over the job's SET 'state.max-bytes'.
+    #[arg(long, env = "MILLRACE_STATE_MAX_BYTES", value_parser = parse_state_bytes)]
+    state_max_bytes: Option<u64>,
     /// Restarts from the newest checkpoint after a failure, at most this many times within
     /// --restart-window before the job is FAILED.
     #[arg(long, default_value_t = 3)]
@@ -106,6 +110,10 @@ struct WorkerArgs {
     /// Kafka bootstrap servers for tables that do not name them [default: the coordinator's].
     #[arg(long, env = "KAFKA_BOOTSTRAP")]
     kafka_bootstrap: Option<String>,
+    /// The limit on the operator state this process holds, as `2gb`, `512mb` or bytes (see
+    /// docs/checkpoints.md); wins over the job's SET 'state.max-bytes'.
+    #[arg(long, env = "MILLRACE_STATE_MAX_BYTES", value_parser = parse_state_bytes)]
+    state_max_bytes: Option<u64>,
     /// Kafka client properties of this process, one file per librdkafka key (a mounted Secret).
     #[arg(long, env = "MILLRACE_KAFKA_PROPERTIES_DIR")]
     kafka_properties_dir: Option<PathBuf>,
@@ -201,6 +209,10 @@ struct RunArgs {
     /// Start even if savepoint state maps to no operator of the plan (it is dropped).
     #[arg(long)]
     allow_non_restored_state: bool,
+    /// The limit on the operator state this process holds, as `2gb`, `512mb` or bytes (see
+    /// docs/checkpoints.md); wins over the job's SET 'state.max-bytes'.
+    #[arg(long, env = "MILLRACE_STATE_MAX_BYTES", value_parser = parse_state_bytes)]
+    state_max_bytes: Option<u64>,
     /// With checkpoints: restarts from the latest checkpoint after a failure, at most this
     /// many times within --restart-window before the job is failed.
     #[arg(long, default_value_t = 3)]
@@ -224,6 +236,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         other => return Err(format!("unknown unit '{other}' in '{text}' (use ms, s, m or h)")),
     };
     Ok(Duration::from_millis(ms))
+}
+
+/// `2gb`, `512 mb`, `1048576` (Flink's memory sizes, binary multiples).
+fn parse_state_bytes(text: &str) -> Result<u64, String> {
+    match millrace_runtime::state_budget::parse_bytes(text) {
+        Some(bytes) if bytes > 0 => Ok(bytes),
+        _ => Err(format!("'{text}' is not a memory size like 2gb, 512mb or 1048576")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -300,6 +320,7 @@ fn run_role(ops_addr: Option<SocketAddr>, args: RunArgs) -> ExitCode {
             .or(source.max_parallelism)
             .unwrap_or(millrace_types::DEFAULT_MAX_PARALLELISM),
         kafka,
+        state_max_bytes: args.state_max_bytes,
         ..JobOptions::default()
     };
     let job = match Job::prepare(&source.sql, &options, JobOverrides::default()) {
@@ -386,6 +407,7 @@ fn coordinator_role(ops_addr: Option<SocketAddr>, args: CoordinatorArgs) -> Exit
             .or(source.max_parallelism)
             .unwrap_or(millrace_types::DEFAULT_MAX_PARALLELISM),
         kafka,
+        state_max_bytes: args.state_max_bytes,
         ..JobOptions::default()
     };
     if let Err(err) = Job::prepare(&source.sql, &options, JobOverrides::default()) {
@@ -448,6 +470,7 @@ fn worker_role(ops_addr: Option<SocketAddr>, args: WorkerArgs) -> ExitCode {
         data_addr: args.data_addr.unwrap_or_else(default_data_addr),
         kafka_bootstrap: args.kafka_bootstrap,
         kafka_properties,
+        state_max_bytes: args.state_max_bytes,
     };
     let ops_addr = ops_addr.unwrap_or_else(|| default_ops_addr(9200));
     block_on(Some(settings.slots + 1), async move {
@@ -492,6 +515,7 @@ async fn run_job(
     let ops = OpsState::new(registry);
     let stop = StopSignal::default();
     let control = JobControl::new(stop.clone(), run.savepoint_dir.clone());
+    control.watch_state(&metrics.runtime);
     let router = ops_router(ops.clone()).merge(control_router(control.clone()));
     let server = tokio::spawn(serve_ops(ops_addr, router));
     let checkpointing = options.checkpointing.is_some();

@@ -4,6 +4,7 @@
 //! snapshotted when barriers align. It owns no channels; the stage task does.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use millrace_types::{SubtaskIndex, Watermark};
@@ -14,6 +15,7 @@ use crate::error::{OperatorError, RuntimeError};
 use crate::metrics::{OperatorLabels, RuntimeMetrics};
 use crate::operator::{Operator, OperatorContext};
 use crate::state::{KeyGroupRange, TableSnapshot};
+use crate::state_budget::StateBudget;
 
 /// Where a chain runs.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +35,9 @@ pub(crate) struct Chain {
     pub side_output: Vec<RecordBatch>,
     pub subtask: usize,
     metrics: RuntimeMetrics,
+    /// The process's state budget, and what each operator last reported to it.
+    budget: Arc<StateBudget>,
+    state_bytes: Vec<u64>,
 }
 
 /// The metric label of each operator of stage `stage`, in chain order: `s<stage>.<name>`, and
@@ -61,6 +66,7 @@ impl Chain {
         ids: &[String],
         restore: Option<&RestoredState>,
         metrics: &RuntimeMetrics,
+        budget: Arc<StateBudget>,
     ) -> Result<Self, RuntimeError> {
         let Placement { stage, subtask, parallelism, max_parallelism } = placement;
         let mut instantiated = Vec::new();
@@ -88,8 +94,16 @@ impl Chain {
             };
             operators.push((operator, ctx, labels));
         }
-        let mut chain =
-            Self { operators, ids: ids.to_vec(), side_output: Vec::new(), subtask, metrics: metrics.clone() };
+        let state_bytes = vec![0; operators.len()];
+        let mut chain = Self {
+            operators,
+            ids: ids.to_vec(),
+            side_output: Vec::new(),
+            subtask,
+            metrics: metrics.clone(),
+            budget,
+            state_bytes,
+        };
         for ((operator, ctx, _), id) in chain.operators.iter_mut().zip(&chain.ids) {
             let name = operator.name();
             let fail = |source| RuntimeError::Operator { operator: name, subtask, source };
@@ -101,7 +115,30 @@ impl Chain {
                 }
             }
         }
+        // Restored state counts from the start: a limit lowered below it fails here.
+        for i in 0..chain.operators.len() {
+            chain.account(i)?;
+        }
         Ok(chain)
+    }
+
+    /// Reports operator `i`'s state size to the budget and its metric; fails when it took
+    /// the process over the limit.
+    fn account(&mut self, i: usize) -> Result<(), RuntimeError> {
+        let (operator, _, labels) = &self.operators[i];
+        let now = operator.state_bytes() as u64;
+        let before = std::mem::replace(&mut self.state_bytes[i], now);
+        if now == before {
+            return Ok(());
+        }
+        let gauge = self.metrics.state_bytes.get_or_create(labels);
+        gauge.inc_by(now as i64 - before as i64);
+        self.metrics.process_state_bytes.inc_by(now as i64 - before as i64);
+        self.budget.change(before, now).map_err(|source| RuntimeError::StateLimit {
+            operator: labels.operator.clone(),
+            subtask: self.subtask,
+            source,
+        })
     }
 
     /// Snapshots every operator with declared state.
@@ -178,12 +215,26 @@ impl Chain {
                 let operator = &self.operators[i].0;
                 return Err(self.fail(operator.as_ref(), source));
             }
+            self.account(i)?;
             self.side_output.extend(self.operators[i].0.take_side_output());
             let rows_out: usize = next.iter().map(|b| b.num_rows()).sum();
             self.metrics.records_out.get_or_create(&self.operators[i].2).inc_by(rows_out as u64);
             current = next;
         }
         Ok(current)
+    }
+}
+
+impl Drop for Chain {
+    /// The instance's state is gone with it: the process's count and metric drop by it.
+    fn drop(&mut self) {
+        for ((_, _, labels), bytes) in self.operators.iter().zip(&self.state_bytes) {
+            if *bytes > 0 {
+                self.metrics.state_bytes.get_or_create(labels).dec_by(*bytes as i64);
+                self.metrics.process_state_bytes.dec_by(*bytes as i64);
+                let _ = self.budget.change(*bytes, 0);
+            }
+        }
     }
 }
 

@@ -13,6 +13,12 @@ pub enum OperatorError {
     Arrow(#[from] ArrowError),
     #[error("{0}")]
     Invalid(String),
+    /// The process's operator state passed its limit (see [`crate::state_budget`]).
+    #[error(
+        "keyed state over the limit: this operator instance holds {operator_bytes} bytes, the process's operators {process_bytes} bytes, over {key} = {limit} bytes (raise SET '{key}' or --state-max-bytes, run at a higher parallelism, or set 'table.exec.state.ttl')",
+        key = crate::state_budget::STATE_MAX_BYTES
+    )]
+    StateLimitExceeded { operator_bytes: u64, process_bytes: u64, limit: u64 },
 }
 
 /// A failure of a running dataflow.
@@ -21,6 +27,15 @@ pub enum RuntimeError {
     #[error("operator {operator} (subtask {subtask}): {source}")]
     Operator {
         operator: &'static str,
+        subtask: usize,
+        #[source]
+        source: OperatorError,
+    },
+    /// An operator's state took the process over its state limit; `operator` is its metric
+    /// label (`s1.updating_aggregate`), which names the stage too.
+    #[error("operator {operator} (subtask {subtask}): {source}")]
+    StateLimit {
+        operator: String,
         subtask: usize,
         #[source]
         source: OperatorError,

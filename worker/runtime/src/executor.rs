@@ -31,6 +31,7 @@ use crate::error::{OperatorError, RuntimeError};
 use crate::exchange::{self, ExchangePlacement, SendError, Target};
 use crate::metrics::{OperatorLabels, RuntimeMetrics, StageLabels};
 use crate::state::key_groups_of;
+use crate::state_budget::StateBudget;
 use crate::watermarks::{InputWatermarks, PartitionWatermarks};
 
 /// How a dataflow runs.
@@ -46,6 +47,9 @@ pub struct RunOptions {
     /// The job spread over processes: which subtasks run here, where the others do. `None`
     /// runs every subtask in this process.
     pub placement: Option<Arc<ExchangePlacement>>,
+    /// The limit on the operator state this process holds, in bytes (`None`: unlimited);
+    /// see [`crate::state_budget`].
+    pub state_max_bytes: Option<u64>,
 }
 
 impl Default for RunOptions {
@@ -56,6 +60,7 @@ impl Default for RunOptions {
             channel_capacity: 16,
             processing_time_tick: Duration::from_millis(100),
             placement: None,
+            state_max_bytes: None,
         }
     }
 }
@@ -169,6 +174,8 @@ pub async fn run_dataflow(
         subtask: 0,
         source,
     })?;
+    let budget = Arc::new(StateBudget::new(options.state_max_bytes));
+    metrics.state_max_bytes.set(options.state_max_bytes.map_or(0, |b| b.min(i64::MAX as u64) as i64));
     let restore = io.checkpoints.as_ref().and_then(|c| c.restore.clone());
     let events = io.checkpoints.as_ref().map(|c| c.events.clone());
     let mut sinks = io.sinks.into_iter();
@@ -179,7 +186,7 @@ pub async fn run_dataflow(
         for j in exchange::local_subtasks(placement, parallelism) {
             let at =
                 Placement { stage: k, subtask: j, parallelism, max_parallelism: options.max_parallelism };
-            let chain = Chain::new(dataflow, at, &ids[k], restore.as_deref(), metrics)?;
+            let chain = Chain::new(dataflow, at, &ids[k], restore.as_deref(), metrics, Arc::clone(&budget))?;
             let output = match dataflow.downstream(k) {
                 None => {
                     let sink =

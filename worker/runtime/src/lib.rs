@@ -18,6 +18,7 @@ pub mod network;
 mod operator;
 pub mod operators;
 pub mod state;
+pub mod state_budget;
 pub mod watermarks;
 
 pub use checkpointing::{CheckpointIo, OperatorSnapshot, RestoredState, TaskAck, TaskEvent, operator_ids};
@@ -30,3 +31,4 @@ pub use executor::{DataflowIo, RunOptions, run_dataflow};
 pub use metrics::RuntimeMetrics;
 pub use operator::{Operator, OperatorContext, StateScope, StateTable};
 pub use state::{KeyGroupRange, TableSnapshot};
+pub use state_budget::StateBudget;

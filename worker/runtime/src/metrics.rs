@@ -39,6 +39,13 @@ pub struct RuntimeMetrics {
     pub last_alignment_ms: Family<StageLabels, Gauge>,
     /// Per stage: how long the last snapshot of its operators' state took.
     pub last_snapshot_ms: Family<StageLabels, Gauge>,
+    /// Per operator: the bytes its instances in this process hold in state (see
+    /// [`crate::Operator::state_bytes`]).
+    pub state_bytes: Family<OperatorLabels, Gauge>,
+    /// The bytes of state every operator instance of the process holds, together.
+    pub process_state_bytes: Gauge,
+    /// The process's state limit in bytes (0: none), see [`crate::state_budget`].
+    pub state_max_bytes: Gauge,
 }
 
 impl RuntimeMetrics {
@@ -81,6 +88,21 @@ impl RuntimeMetrics {
             "checkpoint_snapshot_ms",
             "Time a stage's task took to snapshot its operators' state in the last checkpoint",
             metrics.last_snapshot_ms.clone(),
+        );
+        registry.register(
+            "state_bytes",
+            "Bytes of keyed and operator state held in memory by this process's instances of an operator",
+            metrics.state_bytes.clone(),
+        );
+        registry.register(
+            "process_state_bytes",
+            "Bytes of operator state held in memory by every operator instance of this process",
+            metrics.process_state_bytes.clone(),
+        );
+        registry.register(
+            "state_max_bytes",
+            "The process's limit on operator state bytes (state.max-bytes; 0: none)",
+            metrics.state_max_bytes.clone(),
         );
         metrics
     }

@@ -51,6 +51,14 @@ pub trait Operator: Send {
         Vec::new()
     }
 
+    /// The bytes this operator's state holds in memory now (keys, accumulators, held rows and
+    /// their indexes), for the process's state budget ([`crate::state_budget`]) and the
+    /// `state_bytes` metric. Called after every batch and watermark: it must be cheap (kept
+    /// up to date as the state changes, not computed by walking it). Stateless: 0.
+    fn state_bytes(&self) -> usize {
+        0
+    }
+
     /// Called once before the first message.
     fn on_start(&mut self, _ctx: &OperatorContext) -> Result<(), OperatorError> {
         Ok(())

@@ -48,6 +48,7 @@ fn operator() -> UpdatingAggregateOperator {
             Field::new("values", DataType::Int64, false),
         ])),
         input_schema: Arc::clone(&schema),
+        ttl_ms: None,
     })
     .expect("operator")
 }

@@ -44,6 +44,8 @@ pub struct JobPlan {
     pub dataflow: Dataflow,
     /// DataFusion's logical plan of the query, for `explain`.
     pub logical_plan: String,
+    /// `SET 'state.max-bytes'`: the limit on the operator state each process holds.
+    pub state_max_bytes: Option<u64>,
 }
 
 const START: Location = Location { line: 1, column: 1 };
@@ -75,6 +77,7 @@ pub fn plan_job(sql: &str) -> Result<JobPlan, SqlError> {
     let mut tables: HashMap<String, TableDef> = HashMap::new();
     let mut insert: Option<(Statement, Location)> = None;
     let mut state_ttl_ms = None;
+    let mut state_max_bytes = None;
     let set_keywords = settings::set_keywords(&peeled.sql);
     let mut sets_seen = 0;
 
@@ -98,7 +101,10 @@ pub fn plan_job(sql: &str) -> Result<JobPlan, SqlError> {
                 // sqlparser gives SET statements no span: the n-th SET keyword is where it is.
                 let at = set_keywords.get(sets_seen).copied().unwrap_or(at);
                 sets_seen += 1;
-                state_ttl_ms = Some(settings::state_ttl(set, at)?);
+                match settings::setting(set, at)? {
+                    settings::Setting::StateTtl(ttl) => state_ttl_ms = Some(ttl),
+                    settings::Setting::StateMaxBytes(bytes) => state_max_bytes = Some(bytes),
+                }
             }
             statement @ Statement::Insert(_) => {
                 if insert.is_some() {
@@ -111,7 +117,7 @@ pub fn plan_job(sql: &str) -> Result<JobPlan, SqlError> {
                     at,
                     format!("unsupported statement: {}", first_words(&other.to_string())),
                 )
-                .with_hint("a job is CREATE TABLE … WITH (…) statements, SET 'table.exec.state.ttl' = '…', and one INSERT INTO … SELECT"));
+                .with_hint("a job is CREATE TABLE … WITH (…) statements, SET 'table.exec.state.ttl' = '…' / SET 'state.max-bytes' = '…', and one INSERT INTO … SELECT"));
             }
         }
     }
@@ -145,6 +151,7 @@ pub fn plan_job(sql: &str) -> Result<JobPlan, SqlError> {
         join_sources,
         sink,
         dataflow,
+        state_max_bytes,
     })
 }
 

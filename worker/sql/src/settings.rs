@@ -1,7 +1,9 @@
-//! `SET` statements of a job: the one setting Millrace takes, Flink's
-//! `table.exec.state.ttl` (how long a regular join keeps a row; `0` or absent: forever),
-//! with Flink's duration syntax (`3600000`, `100 ms`, `30 s`, `10 min`, `1 h`, `2 d`).
-//! Any other key is refused, with its position.
+//! `SET` statements of a job: the two settings Millrace takes. Flink's
+//! `table.exec.state.ttl` (how long a regular join keeps a row and an updating aggregate a
+//! key; `0` or absent: forever), with Flink's duration syntax (`3600000`, `100 ms`, `30 s`,
+//! `10 min`, `1 h`, `2 d`); and `state.max-bytes`, the limit on the operator state each
+//! process holds, with Flink's memory-size syntax (`1073741824`, `512 mb`, `2 gb`; see
+//! `millrace_runtime::state_budget`). Any other key is refused, with its position.
 
 use datafusion::sql::sqlparser::ast::{Expr, Set, Value};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -9,14 +11,26 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::Location;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
+use millrace_runtime::state_budget::{STATE_MAX_BYTES, parse_bytes};
+
 use crate::error::SqlError;
 
 /// The setting's key, as Flink spells it.
 pub const STATE_TTL: &str = "table.exec.state.ttl";
 
-/// The TTL in ms a `SET` statement gives (`None`: no TTL, state kept forever).
-pub fn state_ttl(set: Set, at: Location) -> Result<Option<i64>, SqlError> {
-    let hint = format!("SET '{STATE_TTL}' = '1 h' (the only setting a job takes)");
+/// What one `SET` statement sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    /// `table.exec.state.ttl` in ms (`None`: no TTL, state kept forever).
+    StateTtl(Option<i64>),
+    /// `state.max-bytes`.
+    StateMaxBytes(u64),
+}
+
+/// The setting a `SET` statement gives.
+pub fn setting(set: Set, at: Location) -> Result<Setting, SqlError> {
+    let hint =
+        format!("SET '{STATE_TTL}' = '1 h' or SET '{STATE_MAX_BYTES}' = '2 gb' (the settings a job takes)");
     let Set::SingleAssignment { variable, values, .. } = set else {
         return Err(SqlError::at(at, "unsupported SET statement").with_hint(hint));
     };
@@ -27,7 +41,7 @@ pub fn state_ttl(set: Set, at: Location) -> Result<Option<i64>, SqlError> {
         .map(|part| part.to_string().trim_matches(|c| c == '\'' || c == '"' || c == '`').to_string())
         .collect::<Vec<_>>()
         .join(".");
-    if key != STATE_TTL {
+    if key != STATE_TTL && key != STATE_MAX_BYTES {
         return Err(SqlError::at(at, format!("unknown setting '{key}'")).with_hint(hint));
     }
     let text = match values.as_slice() {
@@ -36,11 +50,19 @@ pub fn state_ttl(set: Set, at: Location) -> Result<Option<i64>, SqlError> {
             Value::Number(n, _) => n.clone(),
             other => other.to_string(),
         },
-        _ => return Err(SqlError::at(at, format!("'{STATE_TTL}' takes one duration")).with_hint(hint)),
+        _ => return Err(SqlError::at(at, format!("'{key}' takes one value")).with_hint(hint)),
     };
+    if key == STATE_MAX_BYTES {
+        return match parse_bytes(&text) {
+            Some(bytes) if bytes > 0 => Ok(Setting::StateMaxBytes(bytes)),
+            _ => Err(SqlError::at(at, format!("'{text}' is not a memory size")).with_hint(format!(
+                "SET '{STATE_MAX_BYTES}' = '2 gb' (bytes, kb, mb, gb, tb; binary multiples)"
+            ))),
+        };
+    }
     let ms = parse_duration_ms(&text)
         .ok_or_else(|| SqlError::at(at, format!("'{text}' is not a duration")).with_hint(hint))?;
-    Ok((ms > 0).then_some(ms))
+    Ok(Setting::StateTtl((ms > 0).then_some(ms)))
 }
 
 /// Where every `SET` keyword of the job starts, in order (sqlparser's tokenizer, so strings

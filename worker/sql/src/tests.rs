@@ -295,6 +295,36 @@ fn global_aggregates_and_distinct_plan() {
 }
 
 #[test]
+fn updating_aggregates_take_the_state_ttl_and_jobs_the_state_limit() {
+    let query = "INSERT INTO per_user SELECT user_id, COUNT(*), SUM(amount) FROM clicks GROUP BY user_id";
+    let aggregate_ttl = |sql: &str| {
+        let plan = plan_job(sql).unwrap_or_else(|e| panic!("{e}"));
+        match find_operator(&plan, |op| matches!(op, OperatorSpec::UpdatingAggregate(_))) {
+            Some(OperatorSpec::UpdatingAggregate(spec)) => (spec.ttl_ms, plan.state_max_bytes),
+            _ => panic!("{}", plan.dataflow.explain()),
+        }
+    };
+    assert_eq!(aggregate_ttl(&updating_job(PER_USER_UPSERT, query)), (None, None));
+    let sql = format!(
+        "SET 'table.exec.state.ttl' = '10 min';\nSET 'state.max-bytes' = '2 gb';\n{}",
+        updating_job(PER_USER_UPSERT, query)
+    );
+    assert_eq!(aggregate_ttl(&sql), (Some(600_000), Some(2 << 30)));
+    let sink = "CREATE TABLE out (user_id STRING) WITH (connector = 'kafka', topic = 'o', format = 'json');";
+    let distinct = format!(
+        "SET 'table.exec.state.ttl' = '1 h';\n{}",
+        updating_job(sink, "INSERT INTO out SELECT DISTINCT user_id FROM clicks")
+    );
+    assert_eq!(aggregate_ttl(&distinct), (Some(3_600_000), None));
+
+    // A size that is not one is refused where it is written.
+    let err = plan_job(&format!("SET 'state.max-bytes' = 'lots';\n{}", updating_job(PER_USER_UPSERT, query)))
+        .expect_err("not a size");
+    assert!(err.message.contains("'lots' is not a memory size"), "{err}");
+    assert_eq!((err.line, err.column), (1, 1), "{err}");
+}
+
+#[test]
 fn updating_queries_into_append_only_kafka_are_refused_with_a_position() {
     let sink = "CREATE TABLE out (user_id STRING, n BIGINT) WITH (connector = 'kafka', topic = 'o', format = 'json');";
     let err = plan_job(&updating_job(

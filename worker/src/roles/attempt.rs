@@ -219,6 +219,7 @@ async fn start(
             checkpoint_storage: options.checkpointing.as_ref().map(|c| c.storage_url.clone()),
             restore: point.clone(),
             allow_non_restored_state: options.allow_non_restored_state,
+            state_max_bytes: options.state_max_bytes,
             slots: slots.clone(),
             peers: peers.clone(),
         };

@@ -85,6 +85,7 @@ async fn run(
         channel_capacity: deployment.channel_capacity,
         kafka: deployment.kafka.clone(),
         allow_non_restored_state: deployment.allow_non_restored_state,
+        state_max_bytes: deployment.state_max_bytes,
         ..JobOptions::default()
     };
     let mut job = Job::prepare(&deployment.sql, &options, JobOverrides::default())?;
@@ -236,6 +237,7 @@ async fn run(
         max_parallelism: options.max_parallelism,
         channel_capacity: options.channel_capacity,
         placement: Some(placement),
+        state_max_bytes: options.state_max_bytes.or(job.plan.state_max_bytes),
         ..RunOptions::default()
     };
     let outcome = drive(&dataflow, io, &run_options, metrics, &mut threads, cancelled, &attempt, out).await;

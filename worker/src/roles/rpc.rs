@@ -131,6 +131,10 @@ pub struct Deployment {
     pub checkpoint_storage: Option<String>,
     pub restore: Option<RestorePoint>,
     pub allow_non_restored_state: bool,
+    /// The limit on the operator state of each worker process (the coordinator's
+    /// `--state-max-bytes`, replaced by the worker's own); the job's SQL may set one too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_max_bytes: Option<u64>,
     /// The slots this worker runs (slot `i` runs subtask `i` of every stage).
     pub slots: Vec<usize>,
     /// The exchange address of the worker running each slot (all slots), as pairs: an

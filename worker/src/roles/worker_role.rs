@@ -35,6 +35,9 @@ pub struct WorkerSettings {
     pub kafka_bootstrap: Option<String>,
     /// This process's Kafka client properties (never sent by the coordinator).
     pub kafka_properties: Vec<(String, String)>,
+    /// The limit on the operator state this process holds (`--state-max-bytes`); wins over
+    /// the job's `SET 'state.max-bytes'`.
+    pub state_max_bytes: Option<u64>,
 }
 
 /// The default exchange listener: `$POD_IP:0`, else `127.0.0.1:0`.
@@ -152,6 +155,9 @@ async fn session(
                     deployment.kafka.bootstrap_servers = Some(bootstrap.clone());
                 }
                 deployment.kafka.properties = settings.kafka_properties.clone();
+                if settings.state_max_bytes.is_some() {
+                    deployment.state_max_bytes = settings.state_max_bytes;
+                }
                 if let Some(previous) = running.take() {
                     previous.cancel().await;
                 }

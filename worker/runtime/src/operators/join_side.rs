@@ -3,7 +3,8 @@
 //! index by expiry time, plus the keyed state table they are written to at a checkpoint.
 //! What a row's times mean and when it matches is the join operator's business, not this
 //! module's. When most rows of the batches kept are no longer held, the held rows are copied
-//! into one new batch, so a few long-lived rows do not keep many batches alive.
+//! into one new batch, so a few long-lived rows do not keep many batches alive. It keeps its
+//! size in memory up to date ([`JoinSide::state_bytes`]) for the process's state budget.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -49,6 +50,12 @@ pub(crate) struct JoinSide {
     /// Rows in the kept batches, and how many of them are held.
     kept_rows: usize,
     held_rows: usize,
+    /// Arrow bytes of the kept batches.
+    kept_bytes: usize,
+    /// Keys listed in `expiry`, and the byte length of the last key held (keys of fixed-width
+    /// types all have the same; for strings it is an estimate).
+    expiry_entries: usize,
+    key_len: usize,
 }
 
 /// Compaction starts once the kept batches have this many rows, four times those held.
@@ -73,7 +80,21 @@ impl JoinSide {
             layout,
             kept_rows: 0,
             held_rows: 0,
+            kept_bytes: 0,
+            expiry_entries: 0,
+            key_len: 0,
         }
+    }
+
+    /// The bytes this input's state holds: the kept batches' Arrow buffers, each held row's
+    /// entry, its entry in the expiry index, and the keys (see the module docs).
+    pub fn state_bytes(&self) -> usize {
+        let key = std::mem::size_of::<OwnedRow>() + self.key_len;
+        self.kept_bytes
+            + self.held_rows * std::mem::size_of::<HeldRow>()
+            + self.expiry_entries * key
+            + self.rows.capacity() * (std::mem::size_of::<(OwnedRow, Vec<HeldRow>)>() + 1)
+            + self.rows.len() * self.key_len
     }
 
     pub fn table(&self) -> StateTable {
@@ -102,6 +123,7 @@ impl JoinSide {
         let id = self.next_batch;
         self.next_batch += 1;
         self.kept_rows += batch.num_rows();
+        self.kept_bytes += batch.get_array_memory_size();
         self.batches.insert(id, (batch, 0));
         id
     }
@@ -118,8 +140,10 @@ impl JoinSide {
             *held += 1;
             self.held_rows += 1;
         }
+        self.key_len = key.row().as_ref().len();
         if row.expires != i64::MAX {
             self.expiry.entry(row.expires).or_default().push(key.clone());
+            self.expiry_entries += 1;
         }
         self.rows.entry(key).or_default().push(row);
     }
@@ -175,6 +199,7 @@ impl JoinSide {
             None => BTreeMap::new(),
         };
         let due = std::mem::replace(&mut self.expiry, later);
+        self.expiry_entries = self.expiry_entries.saturating_sub(due.values().map(Vec::len).sum());
         let mut seen = HashSet::new();
         due.into_values().flatten().filter(|k| seen.insert(k.clone())).collect()
     }
@@ -201,6 +226,7 @@ impl JoinSide {
     fn drop_batch(&mut self, id: u64) {
         if let Some((batch, _)) = self.batches.remove(&id) {
             self.kept_rows = self.kept_rows.saturating_sub(batch.num_rows());
+            self.kept_bytes = self.kept_bytes.saturating_sub(batch.get_array_memory_size());
         }
     }
 
@@ -225,6 +251,7 @@ impl JoinSide {
         }
         self.batches.clear();
         self.kept_rows = batch.num_rows();
+        self.kept_bytes = batch.get_array_memory_size();
         self.batches.insert(id, (batch, self.held_rows));
         Ok(())
     }

@@ -315,3 +315,24 @@ fn a_few_long_held_rows_do_not_keep_their_batches_alive() {
     run.right(&[(Some(-7), 700, 1_000_000)]);
     assert_eq!(run.take(), vec![(7, 700)]);
 }
+
+#[test]
+fn state_bytes_follow_the_held_rows_and_their_batches() {
+    let mut run = Run::new(interval(JoinType::Inner));
+    assert_eq!(run.op.state_bytes(), 0);
+    let batch: Vec<(Option<i64>, i64, i64)> = (0..1_000).map(|i| (Some(i), i, 5_000)).collect();
+    run.left(&batch);
+    let held = run.op.state_bytes();
+    eprintln!("interval join, 3 BIGINT columns: {} bytes per held row at 1000 rows", held / 1000);
+    // Three Int64 columns (8 bytes each) per row at least, plus the indexes.
+    assert!(held >= 1_000 * 24, "{held} bytes for 1000 held rows");
+    assert!(held < 1_000 * 1_000, "{held} bytes for 1000 held rows");
+    run.left(&batch);
+    let peak = run.op.state_bytes();
+    assert!(peak > held, "a second batch is counted");
+    run.watermark(6_000);
+    assert_eq!(run.op.left.held(), 0);
+    // What is left is the key map's table, which keeps its capacity.
+    let left = run.op.state_bytes();
+    assert!(left < peak / 2, "{left} bytes after every row expired, {peak} before");
+}

@@ -4,6 +4,7 @@ mod accumulator_state;
 mod count_window;
 mod filter;
 mod group_keys;
+mod group_ttl;
 mod join;
 mod join_side;
 mod over_frame;

@@ -148,6 +148,10 @@ impl Operator for TemporalJoinOperator {
         vec![self.left.table(), self.right.table(), self.watermark_table.table()]
     }
 
+    fn state_bytes(&self) -> usize {
+        self.left.state_bytes() + self.right.state_bytes()
+    }
+
     fn process_batch(
         &mut self,
         batch: RecordBatch,

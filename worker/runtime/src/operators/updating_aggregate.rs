@@ -10,9 +10,13 @@
 //! once, when first seen, and the output is append-only (no row-kind column).
 //!
 //! State: the accumulators (or, for DISTINCT, the keys seen) per key; it grows with the
-//! number of keys (there is no state TTL yet). Watermarks pass through untouched. At a
-//! checkpoint the table `group_accumulators` holds one row per key (the key columns, then the
-//! accumulators' state); for DISTINCT, `distinct_keys` holds the keys seen.
+//! number of keys unless the job sets a state TTL (`table.exec.state.ttl`, see
+//! [`super::group_ttl`]: a key not written for the TTL is dropped, without output, and a later
+//! row of it starts afresh with `+I`). Watermarks pass through untouched (they only trigger
+//! the TTL's sweep). At a checkpoint the table `group_accumulators` holds one row per key (the
+//! key columns, then the accumulators' state); for DISTINCT, `distinct_keys` holds the keys
+//! seen; with a TTL, `group_expiry` holds each key's expiry time. Its size in memory is kept
+//! up to date for the process's state budget ([`crate::state_budget`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +36,8 @@ use crate::error::OperatorError;
 use crate::operator::{Operator, OperatorContext, StateScope, StateTable};
 use crate::operators::accumulator_state::AccumulatorState;
 use crate::operators::group_keys::GroupKeys;
+use crate::operators::group_ttl::GroupTtl;
+use crate::operators::join::now_ms;
 use crate::operators::state_table::{StateLayout, refuse_unknown_tables};
 use crate::operators::window_aggregate::{aggregate_arguments, update_group};
 use crate::operators::window_output::{GroupState, WindowOutput};
@@ -49,6 +55,9 @@ pub struct UpdatingAggregateSpec {
     pub output_schema: SchemaRef,
     /// The schema of the rows the operator receives (what the hash exchange hashes keys of).
     pub input_schema: SchemaRef,
+    /// `table.exec.state.ttl`: a key not written for this long is dropped (`None`: kept
+    /// forever). Not part of the operator's fingerprint: changing it keeps the state.
+    pub ttl_ms: Option<i64>,
 }
 
 impl UpdatingAggregateSpec {
@@ -67,15 +76,37 @@ impl UpdatingAggregateSpec {
     }
 }
 
+/// One key's state.
+struct Group {
+    /// Empty for insert-only aggregates: the key was seen.
+    accumulators: GroupState,
+    /// When the key expires (wall clock ms; [`super::group_ttl::NEVER`] without a TTL).
+    expires: i64,
+}
+
 /// The updating aggregate operator; see the module docs.
 pub struct UpdatingAggregateOperator {
     spec: UpdatingAggregateSpec,
     schema: SchemaRef,
     keys: GroupKeys,
-    /// Key → accumulators (empty for insert-only aggregates: the key was seen).
-    groups: HashMap<OwnedRow, GroupState>,
+    groups: HashMap<OwnedRow, Group>,
     accumulator_state: AccumulatorState,
     layout: StateLayout,
+    ttl: GroupTtl,
+    /// Heap bytes of the groups beyond the map's own table: key bytes, accumulators.
+    heap_bytes: usize,
+}
+
+/// The heap bytes one group holds beyond its slot in the map.
+fn group_heap_bytes(key: &OwnedRow, group: &Group) -> usize {
+    key.row().as_ref().len()
+        + group.accumulators.capacity() * std::mem::size_of::<Box<dyn datafusion_expr::Accumulator>>()
+        + accumulators_size(&group.accumulators)
+}
+
+/// What DataFusion says the accumulators hold (their own size included).
+fn accumulators_size(accumulators: &GroupState) -> usize {
+    accumulators.iter().map(|a| a.size()).sum()
 }
 
 impl UpdatingAggregateOperator {
@@ -97,9 +128,162 @@ impl UpdatingAggregateOperator {
             .take(spec.keys.len())
             .map(|f| f.as_ref().clone().with_nullable(true))
             .collect();
+        let key_fields = fields.clone();
         fields.extend(accumulator_state.fields());
         let layout = StateLayout::new(name, scope, fields);
-        Ok(Self { spec, schema, keys, groups: HashMap::new(), accumulator_state, layout })
+        let ttl = GroupTtl::new(spec.ttl_ms, scope, key_fields);
+        Ok(Self { spec, schema, keys, groups: HashMap::new(), accumulator_state, layout, ttl, heap_bytes: 0 })
+    }
+
+    /// Drops every group expired at `now` (when a sweep is due).
+    fn sweep(&mut self, now: i64) {
+        if !self.ttl.sweep_due(now) {
+            return;
+        }
+        let mut freed = 0;
+        self.groups.retain(|key, group| {
+            let keep = !GroupTtl::is_expired(group.expires, now);
+            if !keep {
+                freed += group_heap_bytes(key, group);
+            }
+            keep
+        });
+        self.heap_bytes = self.heap_bytes.saturating_sub(freed);
+    }
+
+    /// [`Operator::process_batch`] at wall-clock time `now` (ms).
+    fn process_at(
+        &mut self,
+        batch: RecordBatch,
+        now: i64,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<(), OperatorError> {
+        self.sweep(now);
+        let rows = self.keys.rows(&batch)?;
+        let arguments = aggregate_arguments(&self.spec.aggregates, &batch)?;
+        // The batch's keys in order of first appearance, each with its row indices.
+        let mut position: HashMap<Row<'_>, usize> = HashMap::new();
+        let mut changed: Vec<(Row<'_>, Vec<u32>)> = Vec::new();
+        for i in 0..batch.num_rows() {
+            let row = rows.row(i);
+            let at = *position.entry(row).or_insert_with(|| {
+                changed.push((row, Vec::new()));
+                changed.len() - 1
+            });
+            changed[at].1.push(i as u32);
+        }
+        let expires = self.ttl.expires(now);
+        let mut keys = Vec::with_capacity(changed.len());
+        let mut values = Vec::with_capacity(changed.len());
+        let mut kinds = Vec::with_capacity(changed.len());
+        for (row, indices) in changed {
+            let key = row.owned();
+            // An expired key is gone: its row starts afresh, as a new key.
+            let live = self.groups.get(&key).filter(|g| !GroupTtl::is_expired(g.expires, now)).is_some();
+            let kind = if !live {
+                let group =
+                    Group { accumulators: WindowOutput::accumulators(&self.spec.aggregates)?, expires };
+                let added = group_heap_bytes(&key, &group);
+                if let Some(old) = self.groups.insert(key.clone(), group) {
+                    self.heap_bytes = self.heap_bytes.saturating_sub(group_heap_bytes(&key, &old));
+                }
+                self.heap_bytes += added;
+                RowKind::Insert
+            } else if self.spec.is_insert_only() {
+                // Seen before: a DISTINCT key's write refreshes its TTL, nothing is emitted.
+                if let Some(group) = self.groups.get_mut(&key) {
+                    group.expires = expires;
+                }
+                continue;
+            } else {
+                RowKind::UpdateAfter
+            };
+            let Some(group) = self.groups.get_mut(&key) else { continue };
+            group.expires = expires;
+            let before = accumulators_size(&group.accumulators);
+            update_group(&mut group.accumulators, &arguments, &UInt32Array::from(indices))?;
+            values.push(WindowOutput::evaluate(&mut group.accumulators)?);
+            let after = accumulators_size(&group.accumulators);
+            self.heap_bytes = (self.heap_bytes + after).saturating_sub(before);
+            keys.push(key);
+            kinds.push(kind);
+        }
+        if !keys.is_empty() {
+            out.push(self.build(&keys, values, kinds)?);
+        }
+        Ok(())
+    }
+
+    /// [`Operator::snapshot_state`] at wall-clock time `now`: expired keys are left out.
+    fn snapshot_at(&mut self, now: i64, ctx: &OperatorContext) -> Result<Vec<TableSnapshot>, OperatorError> {
+        let mut keys = Vec::with_capacity(self.groups.len());
+        let mut expiry = Vec::with_capacity(if self.ttl.ttl_ms().is_some() { self.groups.len() } else { 0 });
+        let mut state = self.accumulator_state.builder(&self.layout);
+        // The snapshot replaces every accumulator (see `accumulator_state`): the heap is
+        // counted again on the way.
+        let mut heap = 0;
+        for (key, group) in &mut self.groups {
+            if !GroupTtl::is_expired(group.expires, now) {
+                keys.push(key.clone());
+                if self.ttl.ttl_ms().is_some() {
+                    expiry.push(group.expires);
+                }
+                state.push_all(&mut group.accumulators)?;
+            }
+            heap += group_heap_bytes(key, group);
+        }
+        self.heap_bytes = heap;
+        let rows = keys.len();
+        let (mut columns, mut key_groups) = (Vec::new(), Vec::new());
+        if self.keys.is_keyed() && rows > 0 {
+            columns = self.keys.columns(keys.iter().map(|k| k.row()))?;
+            key_groups = self.keys.key_groups(&columns, ctx.max_parallelism)?;
+        }
+        let key_columns = columns.clone();
+        let expiry_groups = if self.keys.is_keyed() { key_groups.clone() } else { Vec::new() };
+        columns.extend(state.finish()?);
+        Ok(vec![
+            self.layout.snapshot(key_groups, columns, rows)?,
+            self.ttl.snapshot(expiry_groups, key_columns, expiry)?,
+        ])
+    }
+
+    /// [`Operator::restore_state`] at wall-clock time `now`: keys without a restored expiry
+    /// (a snapshot taken without a TTL) start their TTL now.
+    fn restore_at(
+        &mut self,
+        mut tables: Vec<TableSnapshot>,
+        now: i64,
+        ctx: &OperatorContext,
+    ) -> Result<(), OperatorError> {
+        let batches = self.layout.take_restored(&mut tables, ctx)?;
+        let expiry = self.ttl.take_restored(&mut tables, ctx)?;
+        refuse_unknown_tables(self.name(), &tables)?;
+        let k = self.keys.count();
+        let fresh = self.ttl.expires(now);
+        for batch in batches {
+            let keys = self.keys.rows_of_columns(&batch.columns()[..k], batch.num_rows())?;
+            let state = &batch.columns()[k..];
+            for i in 0..batch.num_rows() {
+                let accumulators = self.accumulator_state.restore_all(&self.layout, state, i)?;
+                let key = keys.row(i).owned();
+                let group = Group { accumulators, expires: fresh };
+                self.heap_bytes += group_heap_bytes(&key, &group);
+                if self.groups.insert(key, group).is_some() {
+                    return Err(self.layout.error("a key appears twice"));
+                }
+            }
+        }
+        for batch in expiry {
+            let keys = self.keys.rows_of_columns(&batch.columns()[..k], batch.num_rows())?;
+            for (i, expires) in self.ttl.expires_of(&batch)?.into_iter().enumerate() {
+                match self.groups.get_mut(&keys.row(i).owned()) {
+                    Some(group) => group.expires = expires,
+                    None => return Err(self.ttl.error("has the expiry of a key with no accumulators")),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// One output batch: the keys, their aggregate values, and (updating) their row kinds.
@@ -133,7 +317,7 @@ impl Operator for UpdatingAggregateOperator {
     }
 
     fn state_tables(&self) -> Vec<StateTable> {
-        vec![self.layout.table()]
+        vec![self.layout.table(), self.ttl.table()]
     }
 
     fn process_batch(
@@ -142,263 +326,37 @@ impl Operator for UpdatingAggregateOperator {
         _ctx: &OperatorContext,
         out: &mut Vec<RecordBatch>,
     ) -> Result<(), OperatorError> {
-        let rows = self.keys.rows(&batch)?;
-        let arguments = aggregate_arguments(&self.spec.aggregates, &batch)?;
-        // The batch's keys in order of first appearance, each with its row indices.
-        let mut position: HashMap<Row<'_>, usize> = HashMap::new();
-        let mut changed: Vec<(Row<'_>, Vec<u32>)> = Vec::new();
-        for i in 0..batch.num_rows() {
-            let row = rows.row(i);
-            let at = *position.entry(row).or_insert_with(|| {
-                changed.push((row, Vec::new()));
-                changed.len() - 1
-            });
-            changed[at].1.push(i as u32);
-        }
-        let mut keys = Vec::with_capacity(changed.len());
-        let mut values = Vec::with_capacity(changed.len());
-        let mut kinds = Vec::with_capacity(changed.len());
-        for (row, indices) in changed {
-            let key = row.owned();
-            let kind = if !self.groups.contains_key(&key) {
-                self.groups.insert(key.clone(), WindowOutput::accumulators(&self.spec.aggregates)?);
-                RowKind::Insert
-            } else if self.spec.is_insert_only() {
-                continue;
-            } else {
-                RowKind::UpdateAfter
-            };
-            let Some(group) = self.groups.get_mut(&key) else { continue };
-            update_group(group, &arguments, &UInt32Array::from(indices))?;
-            values.push(WindowOutput::evaluate(group)?);
-            keys.push(key);
-            kinds.push(kind);
-        }
-        if !keys.is_empty() {
-            out.push(self.build(&keys, values, kinds)?);
-        }
+        self.process_at(batch, now_ms(), out)
+    }
+
+    fn handle_watermark(
+        &mut self,
+        _watermark: millrace_types::Watermark,
+        _ctx: &OperatorContext,
+        _out: &mut Vec<RecordBatch>,
+    ) -> Result<(), OperatorError> {
+        self.sweep(now_ms());
         Ok(())
     }
 
+    fn state_bytes(&self) -> usize {
+        // The map's table (each slot a key, a group and a control byte), then the heap.
+        self.groups.capacity() * (std::mem::size_of::<(OwnedRow, Group)>() + 1) + self.heap_bytes
+    }
+
     fn snapshot_state(&mut self, ctx: &OperatorContext) -> Result<Vec<TableSnapshot>, OperatorError> {
-        let mut keys = Vec::with_capacity(self.groups.len());
-        let mut state = self.accumulator_state.builder(&self.layout);
-        for (key, group) in &mut self.groups {
-            keys.push(key.clone());
-            state.push_all(group)?;
-        }
-        let rows = keys.len();
-        let (mut columns, mut key_groups) = (Vec::new(), Vec::new());
-        if self.keys.is_keyed() && rows > 0 {
-            columns = self.keys.columns(keys.iter().map(|k| k.row()))?;
-            key_groups = self.keys.key_groups(&columns, ctx.max_parallelism)?;
-        }
-        columns.extend(state.finish()?);
-        Ok(vec![self.layout.snapshot(key_groups, columns, rows)?])
+        self.snapshot_at(now_ms(), ctx)
     }
 
     fn restore_state(
         &mut self,
-        mut tables: Vec<TableSnapshot>,
+        tables: Vec<TableSnapshot>,
         ctx: &OperatorContext,
     ) -> Result<(), OperatorError> {
-        let batches = self.layout.take_restored(&mut tables, ctx)?;
-        refuse_unknown_tables(self.name(), &tables)?;
-        let k = self.keys.count();
-        for batch in batches {
-            let keys = self.keys.rows_of_columns(&batch.columns()[..k], batch.num_rows())?;
-            let state = &batch.columns()[k..];
-            for i in 0..batch.num_rows() {
-                let accumulators = self.accumulator_state.restore_all(&self.layout, state, i)?;
-                if self.groups.insert(keys.row(i).owned(), accumulators).is_some() {
-                    return Err(self.layout.error("a key appears twice"));
-                }
-            }
-        }
-        Ok(())
+        self.restore_at(tables, now_ms(), ctx)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use arrow::array::{AsArray, Int64Array, StringArray};
-    use arrow::datatypes::{Field, Int64Type, Schema};
-    use datafusion::functions_aggregate::count::count_udaf;
-    use datafusion::functions_aggregate::sum::sum_udaf;
-    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
-    use datafusion::physical_expr::expressions::col;
-    use millrace_types::changelog::split_row_kinds;
-    use millrace_types::{SubtaskIndex, Watermark};
-
-    use super::*;
-
-    fn input_schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Utf8, true),
-            Field::new("v", DataType::Int64, true),
-        ]))
-    }
-
-    fn batch(rows: &[(&str, i64)]) -> RecordBatch {
-        RecordBatch::try_new(
-            input_schema(),
-            vec![
-                Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-                Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
-            ],
-        )
-        .expect("batch")
-    }
-
-    fn ctx() -> OperatorContext {
-        OperatorContext {
-            subtask: SubtaskIndex(0),
-            parallelism: 1,
-            max_parallelism: millrace_types::DEFAULT_MAX_PARALLELISM,
-            key_groups: crate::state::KeyGroupRange {
-                first: 0,
-                last: millrace_types::DEFAULT_MAX_PARALLELISM - 1,
-            },
-            watermark: Watermark::MIN,
-            late_records: Default::default(),
-        }
-    }
-
-    fn aggregate(distinct_count: bool) -> UpdatingAggregateOperator {
-        let schema = input_schema();
-        let v = col("v", &schema).expect("v");
-        let sum = AggregateExprBuilder::new(sum_udaf(), vec![Arc::clone(&v)])
-            .schema(Arc::clone(&schema))
-            .alias("total")
-            .build()
-            .expect("sum");
-        let count = AggregateExprBuilder::new(count_udaf(), vec![v])
-            .schema(Arc::clone(&schema))
-            .alias("n")
-            .with_distinct(distinct_count)
-            .build()
-            .expect("count");
-        UpdatingAggregateOperator::try_new(UpdatingAggregateSpec {
-            keys: vec![col("k", &schema).expect("k")],
-            aggregates: vec![Arc::new(sum), Arc::new(count)],
-            output_schema: Arc::new(Schema::new(vec![
-                Field::new("k", DataType::Utf8, true),
-                Field::new("total", DataType::Int64, true),
-                Field::new("n", DataType::Int64, false),
-            ])),
-            input_schema: Arc::clone(&schema),
-        })
-        .expect("operator")
-    }
-
-    /// (key, total, n, kind) per output row.
-    fn rows(batches: &[RecordBatch]) -> Vec<(String, i64, i64, RowKind)> {
-        let mut out = Vec::new();
-        for b in batches {
-            let (logical, kinds) = split_row_kinds(b).expect("changelog");
-            let kinds = kinds.expect("an updating aggregate emits row kinds");
-            let k = logical.column(0).as_string::<i32>();
-            let total = logical.column(1).as_primitive::<Int64Type>();
-            let n = logical.column(2).as_primitive::<Int64Type>();
-            for (i, kind) in kinds.into_iter().enumerate() {
-                out.push((k.value(i).to_string(), total.value(i), n.value(i), kind));
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn each_batch_emits_the_current_value_of_every_key_it_changed_once() {
-        let mut op = aggregate(false);
-        let mut out = Vec::new();
-        op.process_batch(batch(&[("a", 1), ("b", 2), ("a", 3)]), &ctx(), &mut out).expect("batch 1");
-        assert_eq!(
-            rows(&out),
-            vec![("a".into(), 4, 2, RowKind::Insert), ("b".into(), 2, 1, RowKind::Insert)]
-        );
-        out.clear();
-        op.process_batch(batch(&[("c", 5), ("a", 10), ("a", 1)]), &ctx(), &mut out).expect("batch 2");
-        assert_eq!(
-            rows(&out),
-            vec![("c".into(), 5, 1, RowKind::Insert), ("a".into(), 15, 4, RowKind::UpdateAfter)],
-            "one row per changed key, b unchanged is not emitted"
-        );
-        let mut watermark_out = Vec::new();
-        op.handle_watermark(Watermark(1000), &ctx(), &mut watermark_out).expect("watermark");
-        assert!(watermark_out.is_empty(), "a watermark emits nothing");
-    }
-
-    #[test]
-    fn count_distinct_counts_each_value_once() {
-        let mut op = aggregate(true);
-        let mut out = Vec::new();
-        op.process_batch(batch(&[("a", 1), ("a", 1), ("a", 2)]), &ctx(), &mut out).expect("batch 1");
-        op.process_batch(batch(&[("a", 2), ("a", 3)]), &ctx(), &mut out).expect("batch 2");
-        assert_eq!(
-            rows(&out),
-            vec![("a".into(), 4, 2, RowKind::Insert), ("a".into(), 9, 3, RowKind::UpdateAfter)]
-        );
-    }
-
-    #[test]
-    fn distinct_emits_each_key_once_as_an_append_only_stream() {
-        let schema = input_schema();
-        let mut op = UpdatingAggregateOperator::try_new(UpdatingAggregateSpec {
-            keys: vec![col("k", &schema).expect("k"), col("v", &schema).expect("v")],
-            aggregates: Vec::new(),
-            output_schema: Arc::clone(&schema),
-            input_schema: Arc::clone(&schema),
-        })
-        .expect("operator");
-        let mut out = Vec::new();
-        op.process_batch(batch(&[("a", 1), ("a", 1), ("b", 1)]), &ctx(), &mut out).expect("batch 1");
-        op.process_batch(batch(&[("a", 1), ("a", 2)]), &ctx(), &mut out).expect("batch 2");
-        assert!(out.iter().all(|b| b.schema() == schema), "no row-kind column: insert-only");
-        let got: Vec<(String, i64)> = out
-            .iter()
-            .flat_map(|b| {
-                let k = b.column(0).as_string::<i32>().clone();
-                let v = b.column(1).as_primitive::<Int64Type>().clone();
-                (0..b.num_rows()).map(move |i| (k.value(i).to_string(), v.value(i)))
-            })
-            .collect();
-        assert_eq!(got, vec![("a".into(), 1), ("b".into(), 1), ("a".into(), 2)]);
-        assert_eq!(op.name(), "distinct");
-    }
-
-    #[test]
-    fn state_tables_are_per_key_group_when_keyed_and_per_instance_when_global() {
-        assert_eq!(
-            aggregate(false).state_tables(),
-            vec![StateTable { name: "group_accumulators", scope: StateScope::KeyGroups }]
-        );
-        let schema = input_schema();
-        let count = AggregateExprBuilder::new(count_udaf(), vec![col("v", &schema).expect("v")])
-            .schema(Arc::clone(&schema))
-            .alias("n")
-            .build()
-            .expect("count");
-        let mut global = UpdatingAggregateOperator::try_new(UpdatingAggregateSpec {
-            keys: Vec::new(),
-            aggregates: vec![Arc::new(count)],
-            output_schema: Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)])),
-            input_schema: Arc::clone(&schema),
-        })
-        .expect("operator");
-        assert_eq!(
-            global.state_tables(),
-            vec![StateTable { name: "group_accumulators", scope: StateScope::Instance }]
-        );
-        let mut out = Vec::new();
-        global.process_batch(batch(&[("a", 1), ("b", 2)]), &ctx(), &mut out).expect("batch 1");
-        global.process_batch(batch(&[("c", 3)]), &ctx(), &mut out).expect("batch 2");
-        let counts: Vec<(i64, RowKind)> = out
-            .iter()
-            .map(|b| {
-                let (logical, kinds) = split_row_kinds(b).expect("split");
-                (logical.column(0).as_primitive::<Int64Type>().value(0), kinds.expect("kinds")[0])
-            })
-            .collect();
-        assert_eq!(counts, vec![(2, RowKind::Insert), (3, RowKind::UpdateAfter)]);
-    }
-}
+#[path = "updating_aggregate_tests.rs"]
+mod tests;

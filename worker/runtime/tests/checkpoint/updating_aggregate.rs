@@ -34,6 +34,7 @@ fn aggregate(keyed: bool, key_type: DataType) -> UpdatingAggregateOperator {
         aggregates: sum_and_count_distinct(),
         output_schema: Arc::new(Schema::new(fields)),
         input_schema: schema,
+        ttl_ms: None,
     })
     .expect("operator")
 }
@@ -94,6 +95,7 @@ fn distinct_keys_restore() {
                 aggregates: Vec::new(),
                 output_schema: output,
                 input_schema: schema,
+                ttl_ms: None,
             })
             .expect("distinct"),
         ) as Box<dyn Operator>]
@@ -236,6 +238,7 @@ fn an_aggregate_that_cannot_merge_fails_the_snapshot_naming_it() {
             Field::new("s", DataType::Int64, true),
         ])),
         input_schema: Arc::clone(&schema),
+        ttl_ms: None,
     })
     .expect("operator");
     let ctx = super::harness::context(0, 1, Watermark::MIN);

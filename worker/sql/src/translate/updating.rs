@@ -100,6 +100,7 @@ impl Translator<'_> {
             aggregates,
             output_schema: Arc::new(aggregate.schema.as_arrow().clone()),
             input_schema,
+            ttl_ms: self.state_ttl_ms,
         };
         partial.changelog = (!spec.is_insert_only()).then(|| (0..keys.len()).collect());
         partial.changelog_exchange_types = exchange_types;
@@ -127,6 +128,7 @@ impl Translator<'_> {
             aggregates: Vec::new(),
             output_schema: Arc::new(schema.as_arrow().clone()),
             input_schema: Arc::new(schema.as_arrow().clone()),
+            ttl_ms: self.state_ttl_ms,
         };
         let mut partial = partial;
         partial.stages.push(Stage {
