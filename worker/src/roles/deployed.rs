@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use millrace_checkpoint::CheckpointStorage;
 use millrace_connectors::{
@@ -210,6 +211,7 @@ async fn run(
         join_all(threads).await?;
         return Err(err.into());
     }
+    let source_names: Vec<String> = source_threads.iter().map(|t| t.name.clone()).collect();
     threads.extend(source_threads);
     let mut relays = tokio::task::JoinSet::new();
     relays.spawn(relay_sink_acks(attempt.clone(), 0, sink_acks, out.clone()));
@@ -240,7 +242,9 @@ async fn run(
         state_max_bytes: options.state_max_bytes.or(job.plan.state_max_bytes),
         ..RunOptions::default()
     };
-    let outcome = drive(&dataflow, io, &run_options, metrics, &mut threads, cancelled, &attempt, out).await;
+    let outcome =
+        drive(&dataflow, io, &run_options, metrics, &mut threads, &source_names, cancelled, &attempt, out)
+            .await;
     source_stop.stop();
     // The command relay holds sink senders; without it the sinks finish.
     relays.abort_all();
@@ -258,6 +262,7 @@ async fn drive(
     run_options: &RunOptions,
     metrics: &JobMetrics,
     threads: &mut Vec<ConnectorThread>,
+    source_names: &[String],
     mut cancelled: oneshot::Receiver<()>,
     attempt: &str,
     out: &mpsc::UnboundedSender<ToCoordinator>,
@@ -265,6 +270,9 @@ async fn drive(
     tokio::select! {
         result = run_dataflow(dataflow, io, run_options, &metrics.runtime) => {
             result?;
+            // A source that failed (a Kafka client it could not create, say) closes its
+            // channel too: its error, not an end of input, is what this worker reports.
+            sources_ended(threads, source_names).await?;
             tracing::info!(%attempt, "this worker's input has ended");
             let _ = out.send(ToCoordinator::Ended { attempt: attempt.to_owned() });
         }
@@ -276,6 +284,28 @@ async fn drive(
         _ = cancelled => Ok(()),
     }
 }
+
+/// Joins the source threads once their input ended (they are ending: their channels are
+/// closed), returning the first one's error; bounded by [`SOURCE_END_TIMEOUT`].
+async fn sources_ended(threads: &mut Vec<ConnectorThread>, source_names: &[String]) -> Result<(), JobError> {
+    let deadline = tokio::time::Instant::now() + SOURCE_END_TIMEOUT;
+    loop {
+        while let Some(i) = threads.iter().position(|t| source_names.contains(&t.name) && t.is_finished()) {
+            let thread = threads.swap_remove(i);
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|e| JobError::Io(format!("joining a source thread: {e}")))??;
+        }
+        let running = threads.iter().any(|t| source_names.contains(&t.name));
+        if !running || tokio::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// How long a source thread may take to end after its channels closed.
+const SOURCE_END_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The last completed checkpoint at each barrier's trigger, by checkpoint id.
 type Previous = Arc<std::sync::Mutex<HashMap<u64, Option<u64>>>>;
