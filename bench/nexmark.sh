@@ -9,6 +9,7 @@
 #                                      files that must not be empty; exits non-zero if a query
 #                                      fails; writes nothing
 #   bash bench/nexmark.sh --queries q0,q1 --events 5000000 --parallelism 1
+#   bash bench/nexmark.sh --worker PATH   a prebuilt release millrace-worker (skips the build)
 #
 # The script rewrites each example's `events = '…'` and `path = '…'` options on a copy of the
 # SQL (the examples stay runnable as they are). Measured with /usr/bin/time: wall time, CPU
@@ -23,12 +24,14 @@ SMOKE=0
 QUERIES=""
 EVENTS=""
 PARALLELISMS=""
+WORKER=""
 while (($#)); do
   case "$1" in
     --smoke) SMOKE=1 ;;
     --queries) QUERIES="$2"; shift ;;
     --events) EVENTS="$2"; shift ;;
     --parallelism) PARALLELISMS="$2"; shift ;;
+    --worker) WORKER="$2"; shift ;;
     *) die "unknown argument $1 (see the header of $0)" ;;
   esac
   shift
@@ -62,16 +65,20 @@ flink_per_core() {
   esac
 }
 
-step "Build millrace-worker ($PROFILE) into $CARGO_TARGET_DIR"
-# The same cargo invocations as run-peers.sh (release) and the platform's up.sh (debug), so
-# `make bench` and `make test` reuse those builds.
-if [[ "$PROFILE" == release ]]; then
-  build=(cargo build --all-features --release -p millrace-worker)
+if [[ -n "$WORKER" ]]; then
+  worker="$WORKER"
 else
-  build=(cargo build --workspace --all-features --bins)
+  step "Build millrace-worker ($PROFILE) into $CARGO_TARGET_DIR"
+  # The same cargo invocations as run-peers.sh (release) and the platform's up.sh (debug), so
+  # `make bench` and `make test` reuse those builds.
+  if [[ "$PROFILE" == release ]]; then
+    build=(cargo build --all-features --release -p millrace-worker)
+  else
+    build=(cargo build --workspace --all-features --bins)
+  fi
+  "${build[@]}"
+  worker="$CARGO_TARGET_DIR/$PROFILE/millrace-worker"
 fi
-"${build[@]}"
-worker="$CARGO_TARGET_DIR/$PROFILE/millrace-worker"
 [[ -x "$worker" ]] || die "no binary at $worker"
 
 work="$(mktemp -d)"

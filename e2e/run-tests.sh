@@ -50,7 +50,8 @@ platform() {
   # docs/quickstart.md run in order against the platform and print what the page says
   # (docs/check.sh).
   run_phase docs bash "$ROOT/docs/check.sh"
-  run_phase integration cargo test --workspace --all-features --test '*'
+  # --no-fail-fast: one failing test binary must not hide the results of the others.
+  run_phase integration cargo test --workspace --all-features --no-fail-fast --test '*'
   # The side-by-side benchmark at toy size, so its scripts and peers cannot rot; it fails
   # when any contender's output differs from the reference.
   run_phase bench-smoke bash "$ROOT/bench/run-peers.sh" --smoke
