@@ -127,7 +127,7 @@ section="$work/section.md"
   echo "<!-- nexmark:begin -->"
   echo "## Engine-only Nexmark"
   echo
-  echo "Written by \`bash bench/nexmark.sh${ORIG_ARGS:+ $ORIG_ARGS}\` (part of \`make bench\`); rerun it to refresh this"
+  echo "Written by \`bash bench/nexmark.sh${ORIG_ARGS:+ ${ORIG_ARGS//$HOME/\~}}\` (part of \`make bench\`); rerun it to refresh this"
   echo "section only. No Kafka: the built-in Nexmark generator (\`connector = 'nexmark'\`, docs/engine.md)"
   echo "feeds each query of \`examples/nexmark/\`, and the query's file sink writes JSON to /dev/null."
   echo
