@@ -581,14 +581,16 @@ async fn stopped_with_checkpoint(
 }
 
 /// Resolves with the error of the first connector thread that fails while the job runs.
+///
+/// Cancel-safe, as a `select!` branch must be: a thread leaves `threads` only when its result
+/// is in hand. Joining a finished thread does not block, so it is joined inline; were the join
+/// awaited, a branch completing meanwhile would drop the thread and its error with it (a sink
+/// that failed at once was then never reported, and the job hung RUNNING).
 pub(crate) async fn first_failure(threads: &mut Vec<ConnectorThread>) -> JobError {
     loop {
-        if let Some(i) = threads.iter().position(ConnectorThread::is_finished) {
-            let thread = threads.swap_remove(i);
-            match tokio::task::spawn_blocking(move || thread.join()).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(err)) => return err.into(),
-                Err(err) => return JobError::Io(format!("joining a connector thread: {err}")),
+        while let Some(i) = threads.iter().position(ConnectorThread::is_finished) {
+            if let Err(err) = threads.swap_remove(i).join() {
+                return err.into();
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -607,4 +609,37 @@ pub(crate) async fn join_all(threads: Vec<ConnectorThread>) -> Result<(), JobErr
         }
     }
     first
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `select!` whose other branch wins must not lose a failure `first_failure` already saw:
+    /// it either returns the error or leaves the thread for the next call.
+    #[tokio::test]
+    async fn first_failure_loses_no_error_when_another_branch_wins() {
+        let failing = ConnectorThread::spawn("sink-output-0".into(), || {
+            Err(ConnectorError::Delivery("writing out/output.jsonl: No such file or directory".into()))
+        })
+        .expect("thread");
+        while !failing.is_finished() {
+            std::thread::yield_now();
+        }
+        let mut threads = vec![failing];
+        let reported = tokio::select! {
+            biased;
+            failed = first_failure(&mut threads) => Some(failed),
+            () = std::future::ready(()) => None,
+        };
+        let reported = match reported {
+            Some(failed) => failed,
+            None => {
+                assert_eq!(threads.len(), 1, "the failed thread was dropped with its error");
+                first_failure(&mut threads).await
+            }
+        };
+        assert!(reported.to_string().contains("output.jsonl"), "{reported}");
+        assert!(threads.is_empty());
+    }
 }

@@ -113,7 +113,8 @@ pub struct ConnectorThread {
 }
 
 impl ConnectorThread {
-    fn spawn(
+    /// Runs `work` on a thread named after the connector instance.
+    pub fn spawn(
         name: String,
         work: impl FnOnce() -> Result<(), ConnectorError> + Send + 'static,
     ) -> Result<Self, ConnectorError> {

@@ -271,7 +271,8 @@ async fn drive(
         result = run_dataflow(dataflow, io, run_options, &metrics.runtime) => {
             result?;
             // A source that failed (a Kafka client it could not create, say) closes its
-            // channel too: its error, not an end of input, is what this worker reports.
+            // channel too, and a sink that failed ends the dataflow early: their error, not
+            // an end of input, is what this worker reports.
             sources_ended(threads, source_names).await?;
             tracing::info!(%attempt, "this worker's input has ended");
             let _ = out.send(ToCoordinator::Ended { attempt: attempt.to_owned() });
@@ -285,16 +286,15 @@ async fn drive(
     }
 }
 
-/// Joins the source threads once their input ended (they are ending: their channels are
-/// closed), returning the first one's error; bounded by [`SOURCE_END_TIMEOUT`].
+/// Waits for the source threads to end once their input ended (they are ending: their channels
+/// are closed), bounded by [`SOURCE_END_TIMEOUT`]; meanwhile joins every connector thread that
+/// finished, returning the first one's error.
 async fn sources_ended(threads: &mut Vec<ConnectorThread>, source_names: &[String]) -> Result<(), JobError> {
     let deadline = tokio::time::Instant::now() + SOURCE_END_TIMEOUT;
     loop {
-        while let Some(i) = threads.iter().position(|t| source_names.contains(&t.name) && t.is_finished()) {
-            let thread = threads.swap_remove(i);
-            tokio::task::spawn_blocking(move || thread.join())
-                .await
-                .map_err(|e| JobError::Io(format!("joining a source thread: {e}")))??;
+        while let Some(i) = threads.iter().position(ConnectorThread::is_finished) {
+            // Finished: the join does not block.
+            threads.swap_remove(i).join()?;
         }
         let running = threads.iter().any(|t| source_names.contains(&t.name));
         if !running || tokio::time::Instant::now() >= deadline {
