@@ -47,24 +47,27 @@ impl CaseRun<'_> {
     /// Runs at `parallelism`; with `stop_after` checkpoints completed, stops there.
     async fn run(&self, parallelism: usize, stop_after: Option<u64>) -> Result<RunOutput, String> {
         let plan = millrace_sql::plan_job(self.sql).map_err(|e| format!("planning: {e}"))?;
-        // Paced so that a run takes about four seconds and checkpoints fall mid-input, even
-        // with every case running at once on a small machine.
+        // Paced so that checkpoints fall between records, not only at the ends.
         // A join's few records per input are paced slower still (its checkpoints align
         // barriers over two inputs).
         let floor = if self.join_inputs.is_empty() { 5.0 } else { 1.0 };
-        let rate = (self.input.len() as f64 / 4.0).max(floor);
+        // A run that stops holds each source instance after a quarter of its input at
+        // parallelism 2 (half at 1), so the stop's checkpoint always leaves input unread,
+        // however slow the machine: at least one instance has more records than that.
+        let source = |input: &[MemoryRecord], format: Format| {
+            let rate = (input.len() as f64 / 4.0).max(floor);
+            let paced = SourceConnector::paced_memory(input.to_vec(), format, 1, rate);
+            match stop_after {
+                Some(_) => paced.holding_after(input.len() / (2 * parallelism)),
+                None => paced,
+            }
+        };
         let sink = MemorySink::transactional();
         let late_sink = MemorySink::transactional();
         let mut overrides = JobOverrides::default();
-        overrides.sources.insert(
-            plan.source.name.clone(),
-            SourceConnector::paced_memory(self.input.to_vec(), self.format, 1, rate),
-        );
+        overrides.sources.insert(plan.source.name.clone(), source(self.input, self.format));
         for (table, input, format) in &self.join_inputs {
-            let rate = (input.len() as f64 / 4.0).max(floor);
-            overrides
-                .sources
-                .insert(table.clone(), SourceConnector::paced_memory(input.clone(), *format, 1, rate));
+            overrides.sources.insert(table.clone(), source(input, *format));
         }
         overrides.sinks.insert(plan.sink.name.clone(), SinkConnector::memory(sink.clone()));
         overrides.late = Some(SinkConnector::memory(late_sink.clone()));
@@ -235,12 +238,8 @@ async fn every_golden_case_survives_a_stop_at_a_checkpoint_and_a_restore() {
         }
     }
     assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n\n"));
-    // On a loaded machine a few short cases may finish their input before the stop; most
-    // must not, or the test would prove nothing.
-    assert!(
-        mid_input * 4 >= runs * 3,
-        "only {mid_input} of {runs} first runs stopped before their input ended"
-    );
+    // The first runs' sources hold part-way, so every stop leaves input for the restore.
+    assert_eq!(mid_input, runs, "first runs that stopped before their input ended");
 }
 
 /// A source instance whose partitions end early must not be read again after a restore from
@@ -266,7 +265,7 @@ async fn a_source_instance_that_finished_early_is_not_read_again_after_a_restore
         join_inputs: Vec::new(),
         checkpoint_dir: dir.path(),
     };
-    // Paced at 300 records/s per instance: instance 1 needs a second, instance 0 is done at once.
+    // Instance 0 reads its two records and ends; instance 1 holds after 75 of its 300.
     let before = run.run(2, Some(4)).await.expect("first run");
     assert!(!before.read_all, "the first run must stop before its input ends");
     let after = run.run(2, None).await.expect("resumed run");

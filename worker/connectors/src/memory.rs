@@ -36,6 +36,10 @@ pub struct MemorySourceConfig {
     pub batch_size: usize,
     /// Emit at most this many records per second per instance (unpaced when `None`).
     pub records_per_second: Option<f64>,
+    /// Emit at most this many records per instance, then hold: answer checkpoint barriers,
+    /// emit nothing more and never end, until stopped. Tests stop a job at a checkpoint
+    /// while input is still unread this way, whatever the machine's speed.
+    pub hold_after: Option<usize>,
 }
 
 impl SourceConnector {
@@ -45,6 +49,7 @@ impl SourceConnector {
             format,
             batch_size: batch_size.max(1),
             records_per_second: None,
+            hold_after: None,
         })
     }
 
@@ -60,7 +65,19 @@ impl SourceConnector {
             format,
             batch_size: batch_size.max(1),
             records_per_second: Some(records_per_second),
+            hold_after: None,
         })
+    }
+
+    /// This memory source, holding after `records` records per instance (see
+    /// [`MemorySourceConfig::hold_after`]); other connectors are returned unchanged.
+    pub fn holding_after(self, records: usize) -> Self {
+        match self {
+            SourceConnector::Memory(config) => {
+                SourceConnector::Memory(MemorySourceConfig { hold_after: Some(records), ..config })
+            }
+            other => other,
+        }
     }
 }
 
@@ -90,6 +107,8 @@ pub(crate) fn run_source(config: MemorySourceConfig, ctx: SourceContext) -> Resu
         *offset = ctx.restored_position(SourcePartition(*partition)).unwrap_or(0);
     }
     let started = std::time::Instant::now();
+    let held_at = config.hold_after.filter(|n| *n < records.len());
+    let records = &records[..held_at.unwrap_or(records.len())];
     let mut start = 0;
     while start < records.len() {
         if ctx.stop.is_stopped() {
@@ -133,6 +152,16 @@ pub(crate) fn run_source(config: MemorySourceConfig, ctx: SourceContext) -> Resu
             return Ok(());
         }
         start = end;
+    }
+    if held_at.is_some() {
+        while !ctx.stop.is_stopped() {
+            let positions = || offsets.iter().map(|(p, o)| (SourcePartition(*p), *o)).collect();
+            if !ctx.barrier_if_due(positions) {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        return Ok(());
     }
     ctx.emit(SourceEvent::End {
         positions: offsets.iter().map(|(p, o)| (SourcePartition(*p), *o)).collect(),
