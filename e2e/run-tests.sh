@@ -80,7 +80,26 @@ case "$mode" in
   *) die "usage: $0 all|static|unit|platform" ;;
 esac
 
+# failure_digest LOG: each failed test's own output (its panic message and what it printed), with
+# backtrace frames left out and at most 60 lines a test, so the reason shows at the end of a long
+# run's output and not only deep in it.
+failure_digest() {
+  awk '
+    /^---- .* stdout ----$/ { inside = 1; lines = 0; print; next }
+    inside && (/^failures:$/ || /^test result:/) { inside = 0 }
+    inside && /^ +[0-9]+: / { next }
+    inside && /^ +at / { next }
+    inside && lines < 60 { print; lines++ }
+  ' "$1"
+}
+
 echo
+for phase in "${failed_phases[@]}"; do
+  if grep -q '^---- .* stdout ----$' "$results/$phase.log"; then
+    step "why $phase failed (from ${results#$ROOT/}/$phase.log)"
+    failure_digest "$results/$phase.log"
+  fi
+done
 if (( ${#failed_phases[@]} )); then info "failed phases: ${failed_phases[*]} (logs in ${results#$ROOT/}/)"; fi
 info "total $((SECONDS - started))s"
 echo "$passed passed, $failed failed"

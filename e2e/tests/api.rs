@@ -14,6 +14,9 @@ mod support;
 #[path = "api/support.rs"]
 mod api_support;
 
+// For the API Pod's log in failure messages.
+mod common;
+
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;

@@ -62,7 +62,16 @@ impl ApiServer {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = request.send().await.unwrap_or_else(|err| panic!("{method} {path}: {err}"));
+        let response = request.send().await.unwrap_or_else(|err| {
+            // reqwest's top-level message hides the cause (refused, reset, timed out).
+            let mut causes = String::new();
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                causes.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            panic!("{method} {path}: {err}{causes}\n{}", api_log_tail(40))
+        });
         let (status, headers) = (response.status(), response.headers().clone());
         let text = response.text().await.unwrap_or_default();
         Reply { status, headers, json: serde_json::from_str(&text).unwrap_or(Value::Null) }
@@ -80,6 +89,23 @@ impl ApiServer {
         let response = self.http.get(format!("{}{path}", self.base)).send().await.expect("GET");
         (response.status(), response.text().await.unwrap_or_default())
     }
+}
+
+/// The last `lines` lines of the newest millrace-api Pod's log, for failure messages.
+fn api_log_tail(lines: usize) -> String {
+    let folder = crate::common::pods_dir().join(NAMESPACE);
+    let newest = std::fs::read_dir(&folder).ok().and_then(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("millrace-api-"))
+            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+    });
+    let Some(pod) = newest else { return format!("(no millrace-api Pod folder in {})", folder.display()) };
+    let pod = pod.file_name().to_string_lossy().into_owned();
+    let log = crate::common::container_log(NAMESPACE, &pod, "api");
+    let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    format!("--- the last {lines} lines of Pod {pod}'s log ---\n{}", tail.join("\n"))
 }
 
 static API: OnceCell<ApiServer> = OnceCell::const_new();
