@@ -104,8 +104,22 @@ fn api_log_tail(lines: usize) -> String {
     let pod = pod.file_name().to_string_lossy().into_owned();
     let log = crate::common::container_log(NAMESPACE, &pod, "api");
     let tail: Vec<&str> = log.lines().rev().take(lines).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    let tail: Vec<String> = tail.into_iter().rev().map(without_colours).collect();
     format!("--- the last {lines} lines of Pod {pod}'s log ---\n{}", tail.join("\n"))
+}
+
+/// `line` without its terminal colour sequences (`ESC [ … m`).
+fn without_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 static API: OnceCell<ApiServer> = OnceCell::const_new();
