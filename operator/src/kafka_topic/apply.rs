@@ -61,6 +61,17 @@ pub struct Synced {
     pub changes: Vec<Change>,
 }
 
+/// What applying a plan came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Synced(Synced),
+    /// The plan said create, and Kafka said the topic already exists: it was created between
+    /// the look and the create (by someone else, or by this operator just before, while the
+    /// broker's metadata did not show it yet). The caller looks again and plans against what
+    /// is there, rather than assume it matches the spec.
+    CreateRaced,
+}
+
 /// Applies `plan` to `topic_name`. `observed` is what the plan was made from.
 pub async fn execute(
     admin: &KafkaAdmin,
@@ -68,25 +79,18 @@ pub async fn execute(
     topic_name: &str,
     plan: Plan,
     observed: Option<&ObservedTopic>,
-) -> Result<Synced, KafkaAdminError> {
+) -> Result<Applied, KafkaAdminError> {
     let bound = resource.status.as_ref().and_then(|s| s.topic_name.as_deref()).is_some();
     match (plan, observed) {
         (Plan::Create { partitions, replicas, config }, _) => {
             match admin.create_topic(topic_name, partitions, replicas, &config, false).await? {
-                Created::Created => Ok(Synced {
+                Created::Created => Ok(Applied::Synced(Synced {
                     topic: topic_name.to_owned(),
                     partitions,
                     replicas,
                     changes: vec![Change::Created { partitions, replicas }],
-                }),
-                // Created by someone else between our look and our create: adopt it on the
-                // retry rather than assume it matches the spec.
-                Created::AlreadyExists => Err(KafkaAdminError::Unavailable {
-                    op: "create",
-                    topic: topic_name.to_owned(),
-                    detail: "the topic appeared while it was being created; it will be adopted on retry"
-                        .into(),
-                }),
+                })),
+                Created::AlreadyExists => Ok(Applied::CreateRaced),
             }
         }
         (Plan::Update { grow_to, config }, Some(observed)) => {
@@ -104,12 +108,12 @@ pub async fn execute(
             if let Some(ConfigChange { changed, reverted, .. }) = config {
                 changes.push(Change::ConfigUpdated { changed, reverted });
             }
-            Ok(Synced {
+            Ok(Applied::Synced(Synced {
                 topic: topic_name.to_owned(),
                 partitions: grow_to.unwrap_or(observed.partitions),
                 replicas: Some(observed.replicas),
                 changes,
-            })
+            }))
         }
         // plan() only returns Update for an observed topic; if that ever breaks, treat it
         // as a missing observation and look again.

@@ -33,12 +33,12 @@ use kube::{Api, Client, Resource, ResourceExt};
 use millrace_crds::v1alpha1::{ConditionStatus, DeletionPolicy, KafkaTopic, validation};
 use tracing::{Instrument, info, info_span, warn};
 
-use self::apply::Synced;
+use self::apply::{Applied, Synced};
 use self::connection::{AdminClients, Target};
 pub use self::error::Error;
 use self::error::{Retry, backoff};
 use self::plan::Claim;
-use crate::kafka_admin::Deleted;
+use crate::kafka_admin::{Deleted, KafkaAdmin, KafkaAdminError, ObservedTopic};
 use crate::metrics::Metrics;
 
 /// The controller's name in metrics and logs.
@@ -227,7 +227,48 @@ async fn sync(topic: &KafkaTopic, ctx: &Context) -> Result<Synced, Error> {
     if !plan.is_noop() {
         info!(?plan, "applying");
     }
-    Ok(apply::execute(&admin, topic, name, plan, observed.as_ref()).await?)
+    match apply::execute(&admin, topic, name, plan, observed.as_ref()).await? {
+        Applied::Synced(synced) => Ok(synced),
+        Applied::CreateRaced => {
+            let observed = observe_after_create_race(&admin, name).await?;
+            let plan = plan::plan(topic, Some(&observed)).map_err(Error::Refused)?;
+            info!(?plan, "the topic already existed; applying against what is there");
+            match apply::execute(&admin, topic, name, plan, Some(&observed)).await? {
+                Applied::Synced(synced) => Ok(synced),
+                // plan() never says create for an observed topic.
+                Applied::CreateRaced => Err(create_race_unresolved(name)),
+            }
+        }
+    }
+}
+
+/// How long a topic Kafka says exists may stay missing from its metadata.
+const METADATA_CATCH_UP: Duration = Duration::from_secs(5);
+
+/// The topic Kafka just said exists, once its metadata shows it (a broker answers metadata
+/// from a cache the controller updates shortly after a create).
+async fn observe_after_create_race(admin: &KafkaAdmin, name: &str) -> Result<ObservedTopic, Error> {
+    let deadline = Instant::now() + METADATA_CATCH_UP;
+    loop {
+        if let Some(observed) = admin.describe_topic(name).await? {
+            return Ok(observed);
+        }
+        if Instant::now() >= deadline {
+            return Err(create_race_unresolved(name));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn create_race_unresolved(name: &str) -> Error {
+    Error::Kafka(KafkaAdminError::Unavailable {
+        op: "create",
+        topic: name.to_owned(),
+        detail: format!(
+            "Kafka says the topic exists but its metadata did not show it within {}s; it will be adopted on retry",
+            METADATA_CATCH_UP.as_secs()
+        ),
+    })
 }
 
 fn claim_of(topic: &KafkaTopic, default_bootstrap: &str) -> Claim {
