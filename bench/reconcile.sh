@@ -49,17 +49,23 @@ operator_is_leader() {
 # The full run measures the operator at the chart's default resync period (the local platform
 # uses a short one, charts/millrace/ci/local-values.yaml, so that tests see drift repaired
 # quickly; every KafkaTopic is looked at again once a period, which is load at 1,000 topics).
+work="$(mktemp -d)"
+values_changed=0
+on_exit() {
+  rm -rf "$work"
+  if ((values_changed)); then
+    step "the operator back at the local platform's values"
+    bash "$ROOT/e2e/platform/millrace.sh" up >/dev/null
+  fi
+}
+trap on_exit EXIT
 if ((!SMOKE)); then
   resync="$(awk '/^operator:/ {o = 1; next} /^[^ #]/ {o = 0} o && /^  resyncSeconds:/ {print $2; exit}' \
     charts/millrace/values.yaml)"
   [[ -n "$resync" ]] || die "no operator.resyncSeconds in charts/millrace/values.yaml"
   step "the operator at the chart's default resync period (${resync} s) for this run"
+  values_changed=1
   MILLRACE_HELM_ARGS="--set operator.resyncSeconds=$resync" bash "$ROOT/e2e/platform/millrace.sh" up >/dev/null
-  restore_local_values() {
-    step "the operator back at the local platform's values"
-    bash "$ROOT/e2e/platform/millrace.sh" up >/dev/null
-  }
-  trap restore_local_values EXIT
   wait_for "the restarted operator Pod to hold the leader Lease" 120 operator_is_leader
 fi
 operator_flags="$("${kubectl[@]}" -n millrace-system get deploy millrace-operator \
@@ -72,8 +78,6 @@ step "Build the reconcile load (debug) into ${CARGO_TARGET_DIR/#$HOME/\~}"
 cargo build -q -p millrace-bench-reconcile-load
 LOAD="$CARGO_TARGET_DIR/debug/bench-reconcile"
 
-work="$(mktemp -d)"
-if ((SMOKE)); then trap 'rm -rf "$work"' EXIT; else trap 'rm -rf "$work"; restore_local_values' EXIT; fi
 namespace="bench-reconcile-$(date +%s)"
 step "$TOPICS KafkaTopics, then $JOBS StreamJobs, in namespace $namespace"
 load_avg_start="$(cut -d' ' -f1-3 /proc/loadavg)"

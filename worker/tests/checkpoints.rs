@@ -51,9 +51,9 @@ impl CaseRun<'_> {
         // A join's few records per input are paced slower still (its checkpoints align
         // barriers over two inputs).
         let floor = if self.join_inputs.is_empty() { 5.0 } else { 1.0 };
-        // A run that stops holds each source instance after a quarter of its input at
-        // parallelism 2 (half at 1), so the stop's checkpoint always leaves input unread,
-        // however slow the machine: at least one instance has more records than that.
+        // A run that stops holds each source instance after len / (2 × parallelism) records
+        // (half the input at parallelism 1), so the stop's checkpoint always leaves input
+        // unread, however slow the machine: at least one instance has more records than that.
         let source = |input: &[MemoryRecord], format: Format| {
             let rate = (input.len() as f64 / 4.0).max(floor);
             let paced = SourceConnector::paced_memory(input.to_vec(), format, 1, rate);

@@ -3,7 +3,8 @@
 //! useful for golden tests and embedding.
 //!
 //! The source answers checkpoint barriers (position: records of the partition emitted) and
-//! resumes from restored positions; it can be paced, so that checkpoints fall mid-input. A
+//! resumes from restored positions; it can be paced, so that checkpoints fall mid-input, and
+//! hold part-way, so that a stop leaves input unread. A
 //! [`MemorySink::transactional`] sink is the two-phase-commit model the Kafka sink follows:
 //! rows become visible only when the checkpoint after them is committed, and rows of an
 //! uncommitted checkpoint are dropped when the sink closes, so tests can check
@@ -12,7 +13,7 @@
 use std::sync::{Arc, Mutex};
 
 use arrow::record_batch::RecordBatch;
-use millrace_types::{CheckpointId, SinkMessage, SourceEvent, SourcePartition};
+use millrace_types::{CheckpointId, SinkMessage, SourceEvent, SourcePartition, SourcePositions};
 
 use crate::format::{RecordDecoder, RecordRef};
 use crate::options::Format;
@@ -122,8 +123,7 @@ pub(crate) fn run_source(config: MemorySourceConfig, ctx: SourceContext) -> Resu
                 continue;
             }
         }
-        let positions = || offsets.iter().map(|(p, o)| (SourcePartition(*p), *o)).collect();
-        if !ctx.barrier_if_due(positions) {
+        if !ctx.barrier_if_due(|| positions(&offsets)) {
             return Ok(());
         }
         let partition = records[start].partition;
@@ -155,18 +155,20 @@ pub(crate) fn run_source(config: MemorySourceConfig, ctx: SourceContext) -> Resu
     }
     if held_at.is_some() {
         while !ctx.stop.is_stopped() {
-            let positions = || offsets.iter().map(|(p, o)| (SourcePartition(*p), *o)).collect();
-            if !ctx.barrier_if_due(positions) {
+            if !ctx.barrier_if_due(|| positions(&offsets)) {
                 return Ok(());
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         return Ok(());
     }
-    ctx.emit(SourceEvent::End {
-        positions: offsets.iter().map(|(p, o)| (SourcePartition(*p), *o)).collect(),
-    });
+    ctx.emit(SourceEvent::End { positions: positions(&offsets) });
     Ok(())
+}
+
+/// The source's positions (records of each partition emitted), as barriers and the end carry them.
+fn positions(offsets: &std::collections::BTreeMap<i32, i64>) -> SourcePositions {
+    offsets.iter().map(|(p, o)| (SourcePartition(*p), *o)).collect()
 }
 
 /// Collects every batch a sink receives (or, transactional, every committed batch).
