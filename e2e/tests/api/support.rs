@@ -91,6 +91,13 @@ impl ApiServer {
     }
 }
 
+/// An HTTP client for one test. A client must not outlive the test's runtime: its pooled
+/// connections are served by tasks of the runtime that opened them, and a request sent on one
+/// whose runtime has ended fails ("runtime dropped the dispatch task").
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client")
+}
+
 /// The last `lines` lines of the newest millrace-api Pod's log, for failure messages.
 fn api_log_tail(lines: usize) -> String {
     let folder = crate::common::pods_dir().join(NAMESPACE);
@@ -138,57 +145,57 @@ fn external_api() -> Option<ApiServer> {
     };
     let base = var("MILLRACE_API_URL").trim_end_matches('/').to_owned();
     eprintln!("{EXTERNAL_API_ENV}=external: testing the API server at {base}");
-    Some(ApiServer {
-        base,
-        admin_token: var("MILLRACE_ADMIN_TOKEN"),
-        http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client"),
-    })
+    Some(ApiServer { base, admin_token: var("MILLRACE_ADMIN_TOKEN"), http: http_client() })
 }
 
 /// Makes sure the operator and the API server run (the API on the binary just built), and
-/// returns how to reach it. Done once per run.
+/// returns how to reach it. Done once per run; each call gets its own HTTP client, since each
+/// `#[tokio::test]` runs on a runtime of its own (see [`http_client`]).
 pub async fn ensure_api() -> ApiServer {
-    API.get_or_init(|| async {
-        if let Some(server) = external_api() {
+    let shared = API
+        .get_or_init(|| async {
+            if let Some(server) = external_api() {
+                ensure_operator().await;
+                return server;
+            }
+            // The chart installs the API next to the operator.
             ensure_operator().await;
-            return server;
-        }
-        // The chart installs the API next to the operator.
-        ensure_operator().await;
-        let client = client().await;
-        let what = "a Ready millrace-api Pod in millrace-system (see .local/pods/millrace-system/)";
-        replace_pods_and_wait_ready(&client, NAMESPACE, LABEL, what).await;
-        let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
-        let address = wait_until(
-            "the pod runner to give Service millrace-api an address",
-            Duration::from_secs(30),
-            || async {
-                services
-                    .get("millrace-api")
-                    .await
-                    .ok()?
-                    .annotations()
-                    .get("millrace.io/local-address")
-                    .cloned()
-            },
-        )
-        .await;
-        let secret =
-            Api::<Secret>::namespaced(client, NAMESPACE).get("millrace-api").await.expect("the api Secret");
-        let token =
-            secret.data.and_then(|d| d.get("admin-token").cloned()).expect("admin-token in the Secret");
-        let server = ApiServer {
-            base: format!("http://{address}:8080"),
-            admin_token: String::from_utf8(token.0).expect("a UTF-8 token").trim().to_owned(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client"),
-        };
-        wait_until("millrace-api /readyz through its Service", Duration::from_secs(60), || async {
-            let (status, _) = server.raw_get("/readyz").await;
-            status.is_success().then_some(())
+            let client = client().await;
+            let what = "a Ready millrace-api Pod in millrace-system (see .local/pods/millrace-system/)";
+            replace_pods_and_wait_ready(&client, NAMESPACE, LABEL, what).await;
+            let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
+            let address = wait_until(
+                "the pod runner to give Service millrace-api an address",
+                Duration::from_secs(30),
+                || async {
+                    services
+                        .get("millrace-api")
+                        .await
+                        .ok()?
+                        .annotations()
+                        .get("millrace.io/local-address")
+                        .cloned()
+                },
+            )
+            .await;
+            let secret = Api::<Secret>::namespaced(client, NAMESPACE)
+                .get("millrace-api")
+                .await
+                .expect("the api Secret");
+            let token =
+                secret.data.and_then(|d| d.get("admin-token").cloned()).expect("admin-token in the Secret");
+            let server = ApiServer {
+                base: format!("http://{address}:8080"),
+                admin_token: String::from_utf8(token.0).expect("a UTF-8 token").trim().to_owned(),
+                http: http_client(),
+            };
+            wait_until("millrace-api /readyz through its Service", Duration::from_secs(60), || async {
+                let (status, _) = server.raw_get("/readyz").await;
+                status.is_success().then_some(())
+            })
+            .await;
+            server
         })
         .await;
-        server
-    })
-    .await
-    .clone()
+    ApiServer { http: http_client(), ..shared.clone() }
 }
