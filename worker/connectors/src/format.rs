@@ -16,6 +16,7 @@ use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::json::ReaderBuilder;
 use arrow::record_batch::RecordBatch;
 
+use crate::json_encoders::FastEncoders;
 use crate::{ConnectorError, ConnectorTable, MetadataField, options::Format};
 
 /// One record as a source read it.
@@ -215,7 +216,7 @@ impl RecordEncoder {
             }
             Format::Json => {
                 let mut buffer = Vec::new();
-                let mut writer = arrow::json::LineDelimitedWriter::new(&mut buffer);
+                let mut writer = json_lines_writer(&mut buffer);
                 writer.write(batch).map_err(ConnectorError::arrow("writing JSON"))?;
                 writer.finish().map_err(ConnectorError::arrow("writing JSON"))?;
                 drop(writer);
@@ -235,7 +236,7 @@ impl RecordEncoder {
     pub fn encode_lines(&self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), ConnectorError> {
         match self.format {
             Format::Json => {
-                let mut writer = arrow::json::LineDelimitedWriter::new(&mut *out);
+                let mut writer = json_lines_writer(&mut *out);
                 writer.write(batch).map_err(ConnectorError::arrow("writing JSON"))?;
                 writer.finish().map_err(ConnectorError::arrow("writing JSON"))?;
             }
@@ -248,6 +249,14 @@ impl RecordEncoder {
         }
         Ok(())
     }
+}
+
+/// arrow-json's line writer, with timestamps and strings written by [`FastEncoders`] (the same text,
+/// without `fmt`).
+fn json_lines_writer<W: std::io::Write>(out: W) -> arrow::json::LineDelimitedWriter<W> {
+    arrow::json::WriterBuilder::new()
+        .with_encoder_factory(Arc::new(FastEncoders))
+        .build::<_, arrow::json::writer::LineDelimited>(out)
 }
 
 /// Encodes rows' key columns into record keys: one column is its text (Arrow's cast to

@@ -12,6 +12,7 @@ mod error;
 mod file;
 pub mod format;
 mod generator;
+mod json_encoders;
 mod kafka;
 pub mod kafka_defaults;
 mod kafka_recovery;

@@ -78,7 +78,9 @@ struct Values {
 }
 
 impl Values {
-    fn new(fields: &[(NexmarkField, DataType)], rows: usize) -> Self {
+    /// `row_bytes`: the kind's average row size, which bounds its longest texts (`extra` pads a
+    /// row to about that size), so their buffers need not grow while a batch is made.
+    fn new(fields: &[(NexmarkField, DataType)], rows: usize, row_bytes: usize) -> Self {
         let mut ints: Vec<Option<Vec<i64>>> = (0..NexmarkField::COUNT).map(|_| None).collect();
         let mut texts: Vec<Option<Texts>> = (0..NexmarkField::COUNT).map(|_| None).collect();
         for (field, declared) in fields {
@@ -87,7 +89,11 @@ impl Values {
             } else if declared == &DataType::Utf8View {
                 texts[*field as usize] = Some(Texts::Views(StringViewBuilder::with_capacity(rows)));
             } else {
-                texts[*field as usize] = Some(Texts::Plain(StringBuilder::with_capacity(rows, rows * 16)));
+                let bytes = match field {
+                    NexmarkField::Extra | NexmarkField::Description | NexmarkField::Url => row_bytes,
+                    _ => 16,
+                };
+                texts[*field as usize] = Some(Texts::Plain(StringBuilder::with_capacity(rows, rows * bytes)));
             }
         }
         Values { ints, texts }
@@ -156,7 +162,12 @@ impl BatchGenerator {
         max_positions: u64,
     ) -> Result<Generated, ArrowError> {
         let rows = self.config.batch_size.max(1);
-        let mut values = Values::new(&self.fields, rows);
+        let row_bytes = match self.config.kind {
+            EventKind::Person => self.config.avg_person_bytes,
+            EventKind::Auction => self.config.avg_auction_bytes,
+            EventKind::Bid => self.config.avg_bid_bytes,
+        };
+        let mut values = Values::new(&self.fields, rows, row_bytes);
         let mut times = Vec::with_capacity(rows);
         let mut numbers = Vec::with_capacity(rows);
         let mut scratch = String::with_capacity(256);
