@@ -15,9 +15,9 @@ use crate::error::OperatorError;
 use crate::operator::Operator;
 use crate::operators::{
     CountWindowOperator, CountWindowSpec, FilterOperator, OverFrame, OverWindowOperator, OverWindowSpec,
-    ProjectionOperator, SessionWindowOperator, SessionWindowSpec, UnnestOperator, UnnestSpec,
-    UpdatingAggregateOperator, UpdatingAggregateSpec, UpsertFilterOperator, WindowAggregateOperator,
-    WindowAggregateSpec,
+    ProjectionOperator, SessionWindowOperator, SessionWindowSpec, TopNOperator, TopNSpec, UnnestOperator,
+    UnnestSpec, UpdatingAggregateOperator, UpdatingAggregateSpec, UpsertFilterOperator,
+    WindowAggregateOperator, WindowAggregateSpec,
 };
 use crate::operators::{JoinKind, JoinOperator, JoinSpec, TemporalJoinOperator};
 
@@ -88,6 +88,8 @@ pub enum OperatorSpec {
     },
     CountWindow(CountWindowSpec),
     OverWindow(OverWindowSpec),
+    /// `ROW_NUMBER() … WHERE rn <= N` over an append-only input (see [`TopNSpec`]).
+    TopN(TopNSpec),
     Unnest(UnnestSpec),
     /// A two-input join (interval, window or regular); always the first operator of its
     /// stage, which has a second input (a [`Branch`]).
@@ -117,6 +119,7 @@ impl OperatorSpec {
             }
             OperatorSpec::CountWindow(spec) => Box::new(CountWindowOperator::try_new(spec.clone())?),
             OperatorSpec::OverWindow(spec) => Box::new(OverWindowOperator::try_new(spec.clone())?),
+            OperatorSpec::TopN(spec) => Box::new(TopNOperator::try_new(spec.clone())?),
             OperatorSpec::Unnest(spec) => Box::new(UnnestOperator::new(spec.clone())),
             OperatorSpec::Join(spec) => match spec.kind {
                 JoinKind::Temporal { .. } => Box::new(TemporalJoinOperator::try_new(spec.clone())?),
@@ -134,6 +137,7 @@ impl OperatorSpec {
             OperatorSpec::UpdatingAggregate(spec) => &spec.keys,
             OperatorSpec::CountWindow(spec) => &spec.keys,
             OperatorSpec::OverWindow(spec) => &spec.partition_by,
+            OperatorSpec::TopN(spec) => &spec.partition_by,
             OperatorSpec::Join(spec) => &spec.left_keys,
             _ => return self.describe(),
         };
@@ -196,6 +200,17 @@ impl OperatorSpec {
                 format!("upsert_filter {predicate} key={key:?}")
             }
             OperatorSpec::Unnest(spec) => format!("unnest list_columns={:?}", spec.list_columns),
+            OperatorSpec::TopN(spec) => format!(
+                "top_n limit={} partition_by={} order_by=[{}] ties_to_latest={}",
+                spec.limit,
+                spec.partition_by.len(),
+                spec.order_by
+                    .iter()
+                    .map(|(e, o)| format!("{e} {}", if o.descending { "DESC" } else { "ASC" }))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                spec.ties_to_latest
+            ),
             OperatorSpec::Join(spec) => spec.describe(),
         }
     }

@@ -163,3 +163,5 @@ fn first_words(statement: &str) -> String {
 mod join_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod top_n_tests;

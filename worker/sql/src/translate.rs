@@ -19,6 +19,7 @@ mod count_window;
 mod join;
 mod over;
 mod rewrite_only;
+mod top_n;
 mod unnest;
 mod updating;
 
@@ -30,7 +31,7 @@ use datafusion::common::DFSchema;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{Aggregate, Distinct, Expr, LogicalPlan};
+use datafusion::logical_expr::{Aggregate, Distinct, Expr, LogicalPlan, Projection};
 use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
@@ -235,6 +236,7 @@ impl<'a> Translator<'a> {
                 });
                 self.join(&join)
             }
+            LogicalPlan::Filter(filter) if top_n::ranked_window(filter).is_some() => self.top_n(filter),
             LogicalPlan::Filter(filter) => {
                 let mut partial = self.node(&filter.input)?;
                 let predicate = self.physical(&filter.predicate, filter.input.schema())?;
@@ -251,30 +253,8 @@ impl<'a> Translator<'a> {
                 Ok(partial)
             }
             LogicalPlan::Projection(projection) => {
-                let mut partial = self.node(&projection.input)?;
-                let input = projection.input.schema();
-                let mut exprs = Vec::with_capacity(projection.expr.len());
-                let mut time = Vec::with_capacity(projection.expr.len());
-                for expr in &projection.expr {
-                    reject_window_group_function(expr).map_err(|m| self.error(m))?;
-                    exprs.push(self.physical(expr, input)?);
-                    time.push(match expr.clone().unalias() {
-                        Expr::Column(c) => input.index_of_column(&c).ok().and_then(|i| partial.time[i]),
-                        _ => None,
-                    });
-                }
-                partial.time = time;
-                let mut schema = projection.schema.as_arrow().clone();
-                if let Some(key) = partial.changelog.clone() {
-                    let key = updating::projected_key(&key, &projection.expr, input)
-                        .map_err(|m| self.error(m).with_hint(updating::KEEP_KEY_HINT))?;
-                    // The row kind travels on, after the projected columns.
-                    exprs.push(Arc::new(Column::new(ROW_KIND_COLUMN, input.fields().len())));
-                    schema = with_row_kind(&schema);
-                    partial.changelog = Some(key);
-                }
-                partial.push(OperatorSpec::Projection { exprs, schema: Arc::new(schema) });
-                Ok(partial)
+                let partial = self.node(&projection.input)?;
+                self.project(partial, projection)
             }
             LogicalPlan::SubqueryAlias(alias) => self.node(&alias.input),
             LogicalPlan::Window(window) => self.window(window),
@@ -289,6 +269,34 @@ impl<'a> Translator<'a> {
                 .error(format!("{} is not supported in a streaming job yet", other.display()))
                 .with_hint("supported: projections, filters, DISTINCT, UNNEST, OVER windows, GROUP BY (with or without tumble()/hop()/session()/cumulate()/count_window()), JOIN … ON equalities")),
         }
+    }
+
+    /// `projection` over the dataflow `partial` (its input's), carrying the time attributes and
+    /// an upsert key through.
+    fn project(&self, mut partial: Partial, projection: &Projection) -> Result<Partial, SqlError> {
+        let input = projection.input.schema();
+        let mut exprs = Vec::with_capacity(projection.expr.len());
+        let mut time = Vec::with_capacity(projection.expr.len());
+        for expr in &projection.expr {
+            reject_window_group_function(expr).map_err(|m| self.error(m))?;
+            exprs.push(self.physical(expr, input)?);
+            time.push(match expr.clone().unalias() {
+                Expr::Column(c) => input.index_of_column(&c).ok().and_then(|i| partial.time[i]),
+                _ => None,
+            });
+        }
+        partial.time = time;
+        let mut schema = projection.schema.as_arrow().clone();
+        if let Some(key) = partial.changelog.clone() {
+            let key = updating::projected_key(&key, &projection.expr, input)
+                .map_err(|m| self.error(m).with_hint(updating::KEEP_KEY_HINT))?;
+            // The row kind travels on, after the projected columns.
+            exprs.push(Arc::new(Column::new(ROW_KIND_COLUMN, input.fields().len())));
+            schema = with_row_kind(&schema);
+            partial.changelog = Some(key);
+        }
+        partial.push(OperatorSpec::Projection { exprs, schema: Arc::new(schema) });
+        Ok(partial)
     }
 
     fn aggregate_function(

@@ -45,6 +45,13 @@ impl Translator<'_> {
                 distinct,
                 filter,
             } = params;
+            if let WindowFunctionDefinition::WindowUDF(udf) = &fun
+                && udf.name() == super::top_n::ROW_NUMBER
+            {
+                return Err(self
+                    .error(format!("{name}: ROW_NUMBER() works as a Top-N: filter its row number in the enclosing query"))
+                    .with_hint("SELECT … FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC) AS rn FROM t) WHERE rn <= 3"));
+            }
             let WindowFunctionDefinition::AggregateUDF(udaf) = fun.clone() else {
                 return Err(self.error(format!(
                     "{name}: only aggregate functions (AVG, SUM, COUNT, MIN, MAX, …) work in OVER windows yet"

@@ -22,8 +22,7 @@ use crate::error::SqlError;
 use crate::functions::WINDOW_END;
 
 /// The hint for a projection that loses the upsert key.
-pub(super) const KEEP_KEY_HINT: &str =
-    "select every GROUP BY column of the updating aggregate (by name, optionally renamed or CAST)";
+pub(super) const KEEP_KEY_HINT: &str = "select every GROUP BY column of the updating aggregate, or the partition columns and the row number of a Top-N (by name, optionally renamed or CAST)";
 
 /// The upsert key's positions in a projection's output, given its positions `key` in the
 /// projection's input. A key column is kept when an output expression is that column (or a
@@ -46,7 +45,7 @@ pub(super) fn projected_key(key: &[usize], exprs: &[Expr], input: &DFSchema) -> 
         .map(|&k| {
             outputs.iter().position(|o| *o == Some(k)).ok_or_else(|| {
                 format!(
-                    "this projection drops the column '{}', part of the key of the updating aggregate below it; every update must name its key",
+                    "this projection drops the column '{}', part of the key of the updating result below it (the GROUP BY columns of an updating aggregate; the partition columns and the row number of a Top-N); every update must name its key",
                     input.field(k).name()
                 )
             })
