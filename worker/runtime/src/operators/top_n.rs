@@ -209,11 +209,10 @@ impl Operator for TopNOperator {
         let mut emitted = Vec::new();
         for (key, indices) in changed {
             let key = key.owned();
-            if !self.ranked.contains_key(&key) {
+            let kept = self.ranked.entry(key.clone()).or_insert_with(|| {
                 self.heap_bytes += key.row().as_ref().len();
-                self.ranked.insert(key.clone(), Vec::with_capacity(limit.min(16)));
-            }
-            let Some(kept) = self.ranked.get_mut(&key) else { continue };
+                Vec::with_capacity(limit.min(16))
+            });
             let before = kept.len();
             let mut first = usize::MAX;
             for i in indices {
@@ -282,10 +281,10 @@ impl Operator for TopNOperator {
             let rows = self.rows.convert_columns(batch.columns())?;
             for i in 0..batch.num_rows() {
                 let key = keys.row(i).owned();
-                if !self.ranked.contains_key(&key) {
+                let kept = self.ranked.entry(key.clone()).or_insert_with(|| {
                     self.heap_bytes += key.row().as_ref().len();
-                }
-                let kept = self.ranked.entry(key).or_default();
+                    Vec::new()
+                });
                 // Rows were written best first, so each lands after its equals, as before.
                 let (taken, added, freed) =
                     Self::rank(kept, sorts.row(i), rows.row(i), self.spec.limit, false);
